@@ -1,0 +1,16 @@
+"""Lockstep ensembles of small networks and their prediction trajectories.
+
+Public API:
+  train_and_record(config, workdir) -> TrainSummary
+  load_trajectories(workdir) -> Trajectories
+  default_config() -> a sweep ConfigDict with every default
+"""
+
+from ensembles.experiment import TrainSummary, default_config, plan, train_and_record
+from ensembles.store import StoreError, Trajectories, load_trajectories
+from ensembles.sweep import ConfigError, Hparams, expand_members, make_cohorts
+
+__all__ = [
+    'ConfigError', 'Hparams', 'StoreError', 'TrainSummary', 'Trajectories', 'default_config',
+    'expand_members', 'load_trajectories', 'make_cohorts', 'plan', 'train_and_record',
+]

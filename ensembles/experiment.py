@@ -1,0 +1,304 @@
+"""``train_and_record(config, workdir)``: a whole sweep, from config to store.
+
+Everything that can be wrong with the input is checked first — members, record
+grid, datasets, model options, batch sizes, the workdir — before anything is
+compiled or written. Then each cohort trains in lockstep between recording
+times, records its members' predictions, and saves its state. Rerunning the same
+command on the same workdir resumes: finished cohorts are skipped, the others
+continue from their last saved state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ensembles import data as data_lib
+from ensembles import record as record_lib
+from ensembles import store as store_lib
+from ensembles import sweep as sweep_lib
+from ensembles import train as train_lib
+
+
+def default_train_config() -> ml_collections.ConfigDict:
+  """``config.train`` defaults: knobs of the engine, not of the members."""
+  return ml_collections.ConfigDict(dict(
+      eval_batch_size=1024,    # probe examples per member evaluated at once
+      log_every_seconds=10.0,  # progress line period
+  ))
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """``config.data`` defaults."""
+  return ml_collections.ConfigDict(dict(
+      data_dir=ml_collections.config_dict.placeholder(str),    # None: data.default_data_dir()
+      manual_dir=ml_collections.config_dict.placeholder(str),  # archives downloaded by hand
+  ))
+
+
+@dataclasses.dataclass(frozen=True)
+class CohortSummary:
+  index: int
+  description: str
+  members: int
+  steps: int
+  compile_seconds: float
+  train_seconds: float
+  model_steps_per_second: float
+  train_accuracy: float
+  test_accuracy: float
+  diverged: int
+  resumed_from_step: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSummary:
+  """What ``train_and_record`` did, cohort by cohort."""
+  workdir: str
+  cohorts: tuple[CohortSummary, ...]
+  wall_seconds: float
+
+  @property
+  def num_members(self) -> int:
+    return sum(c.members for c in self.cohorts)
+
+  def table(self) -> str:
+    header = (f'{"cohort":<44} {"members":>7} {"wall s":>7} {"steps/s":>9} '
+              f'{"train acc":>9} {"test acc":>8} {"diverged":>8}')
+    rows = [header, '-' * len(header)]
+    for c in self.cohorts:
+      rows.append(f'{c.index:>3} {c.description:<40} {c.members:>7} '
+                  f'{c.compile_seconds + c.train_seconds:>7.1f} {c.model_steps_per_second:>9.0f} '
+                  f'{c.train_accuracy:>9.3f} {c.test_accuracy:>8.3f} {c.diverged:>8}')
+    rows.append(f'{self.num_members} members in {len(self.cohorts)} cohorts, '
+                f'{self.wall_seconds:.1f} s; trajectories in {self.workdir}')
+    return '\n'.join(rows)
+
+  def __str__(self) -> str:
+    return self.table()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """A validated sweep: everything needed to run, nothing compiled yet."""
+  members: tuple[sweep_lib.Hparams, ...]
+  cohorts: tuple[sweep_lib.Cohort, ...]
+  programs: tuple[train_lib.CohortProgram, ...]
+  datasets: dict[str, data_lib.Dataset]
+  record: record_lib.RecordConfig
+  epochs_grid: np.ndarray
+  probes: dict[str, dict[str, np.ndarray]]
+  eval_batch_size: int
+  log_every_seconds: float
+
+  def manifest(self, config: ml_collections.ConfigDict) -> dict:
+    dataset = self.members[0].dataset
+    return dict(
+        config=config.to_dict(),
+        members=[m.to_dict() for m in self.members],
+        cohorts=[dict(index=c.index, members=list(c.members), description=c.describe(),
+                      steps=record_lib.recording_steps(self.epochs_grid, p.steps_per_epoch)
+                      .tolist())
+                 for c, p in zip(self.cohorts, self.programs)],
+        epochs=self.epochs_grid.tolist(),
+        record=dataclasses.asdict(self.record),
+        num_classes=self.datasets[dataset].info.num_classes,
+        probes={f'{split}_{kind}': self.probes[split][kind].tolist()
+                for split in store_lib.SPLITS for kind in ('indices', 'labels')},
+    )
+
+
+def _section(config: ml_collections.ConfigDict, name: str, defaults: ml_collections.ConfigDict):
+  section = ml_collections.ConfigDict(defaults)
+  given = config.get(name)
+  if given is not None:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+      raise sweep_lib.ConfigError(f'config.{name} has unknown keys {unknown}; '
+                                  f'accepted: {sorted(defaults)}.')
+    section.update(dict(given))
+  return section
+
+
+def plan(config: ml_collections.ConfigDict) -> _Plan:
+  """Validates a sweep config and loads its datasets; compiles and writes nothing.
+
+  Raises:
+    ConfigError (a ValueError) naming the config key or member at fault.
+  """
+  members = sweep_lib.expand_members(config)
+  record = record_lib.RecordConfig.from_config(
+      _section(config, 'record', record_lib.default_record_config()))
+  train_cfg = _section(config, 'train', default_train_config())
+  data_cfg = _section(config, 'data', default_data_config())
+  if train_cfg.eval_batch_size <= 0:
+    raise sweep_lib.ConfigError(
+        f'config.train.eval_batch_size={train_cfg.eval_batch_size}: must be > 0.')
+  names = sorted({m.dataset for m in members})
+  if len(names) > 1:
+    raise sweep_lib.ConfigError(
+        f'hparams.dataset takes several values {names}: members of one sweep share the '
+        'probe sets, so a sweep uses one dataset; run one sweep per dataset.')
+  datasets = {name: data_lib.load_dataset(name, data_dir=data_cfg.data_dir,
+                                          manual_dir=data_cfg.manual_dir) for name in names}
+  for index, member in enumerate(members):
+    num_train = datasets[member.dataset].info.num_train
+    if member.batch_size > num_train:
+      raise sweep_lib.ConfigError(
+          f'member {index}: hparams.batch_size={member.batch_size} is larger than the '
+          f'{num_train} training examples of {member.dataset!r}; accepted: 1..{num_train}.')
+  cohorts = sweep_lib.make_cohorts(members)
+  programs = []
+  for cohort in cohorts:
+    info = datasets[cohort.shared.dataset].info
+    try:
+      programs.append(train_lib.CohortProgram.for_cohort(cohort, info, train_cfg.eval_batch_size))
+    except ValueError as e:
+      raise sweep_lib.ConfigError(
+          f'cohort {cohort.index} ({cohort.describe()}, members {list(cohort.members)}): {e}'
+      ) from e
+  dataset = datasets[names[0]]
+  probes = {}
+  for split, labels, size in (('train', dataset.y_train, record.train_probe_size),
+                              ('test', dataset.y_test, record.test_probe_size)):
+    try:
+      indices = data_lib.probe_indices(np.asarray(labels), size, record.probe_seed)
+    except ValueError as e:
+      raise sweep_lib.ConfigError(f'config.record.{split}_probe_size: {e}') from e
+    probes[split] = dict(indices=indices, labels=np.asarray(labels)[indices])
+  return _Plan(members=tuple(members), cohorts=tuple(cohorts), programs=tuple(programs),
+               datasets=datasets, record=record,
+               epochs_grid=record_lib.recording_epochs(members[0].epochs, record), probes=probes,
+               eval_batch_size=train_cfg.eval_batch_size,
+               log_every_seconds=train_cfg.log_every_seconds)
+
+
+def _say(message: str) -> None:
+  """Progress goes to stdout (also in notebooks), apart from library logs."""
+  print(message, flush=True)
+
+
+def _prepare_workdir(workdir: str, manifest: dict, overwrite: bool) -> None:
+  """Refuses a workdir that holds another sweep, unless ``overwrite``."""
+  if overwrite and os.path.isdir(workdir):
+    shutil.rmtree(workdir)
+  if os.path.exists(os.path.join(workdir, store_lib.SWEEP_FILE)):
+    stored = store_lib.read_manifest(workdir)
+    same = all(stored.get(k) == manifest[k] for k in ('members', 'epochs', 'probes', 'record'))
+    if same:
+      return
+    raise sweep_lib.ConfigError(
+        f'workdir {workdir!r} holds a different sweep (its sweep.json lists other members, '
+        'recording grid or probes). Use a new workdir, or pass overwrite=True '
+        '(--overwrite) to delete the stored trajectories.')
+  if os.path.isdir(workdir) and os.listdir(workdir):
+    raise sweep_lib.ConfigError(
+        f'workdir {workdir!r} is not empty and holds no sweep.json: refusing to write into it. '
+        'Use a new or empty workdir, or pass overwrite=True (--overwrite).')
+  store_lib.write_manifest(workdir, manifest)
+
+
+def _train_cohort(plan_: _Plan, c: int, workdir: str) -> CohortSummary:
+  cohort, program = plan_.cohorts[c], plan_.programs[c]
+  steps = record_lib.recording_steps(plan_.epochs_grid, program.steps_per_epoch)
+  dataset = data_lib.to_device(plan_.datasets[cohort.shared.dataset])
+  probes = train_lib.make_probes(dataset, plan_.probes['train']['indices'],
+                                 plan_.probes['test']['indices'])
+  hp = train_lib.member_hparams(cohort.hparams)
+  writer = record_lib.CohortWriter(store_lib.cohort_dir(workdir, cohort.index), plan_.record.dtype)
+  try:
+    started = time.perf_counter()
+    init, train, evaluate = program.compiled
+    abstract = jax.eval_shape(init, hp)
+    train = train.lower(abstract, hp, dataset, 0).compile()
+    evaluate = evaluate.lower(abstract, probes).compile()
+    compile_seconds = time.perf_counter() - started
+    latest = writer.latest_state_step()
+    if latest is None:
+      state, first = init(hp), 0
+    else:
+      state, first = writer.restore_state(latest, abstract), latest + 1
+      _say(f'cohort {c}: resuming after recording {latest} (step {steps[latest]})')
+    recorded = writer.recorded()
+    started = last_log = time.perf_counter()
+    done_steps = 0
+    evaluation = None
+    for t in range(first, len(steps)):
+      num_steps = int(steps[t] - (steps[t - 1] if t else 0))
+      if num_steps:
+        state = train(state, hp, dataset, num_steps)
+        done_steps += num_steps
+      evaluation = evaluate(state, probes)
+      if t not in recorded:  # Present after a crash between record and state writes.
+        writer.write_record(t, state, evaluation)
+      writer.write_state(t, state)
+      now = time.perf_counter()
+      if now - last_log >= plan_.log_every_seconds or t == len(steps) - 1:
+        jax.block_until_ready(state.step)
+        now, last_log = time.perf_counter(), now
+        rate = cohort.size * done_steps / max(now - started, 1e-9)
+        remaining = cohort.size * (steps[-1] - steps[t]) / max(rate, 1e-9)
+        _say(f'cohort {c + 1}/{len(plan_.cohorts)} {cohort.describe()}: {cohort.size} members x '
+             f'{steps[t]}/{steps[-1]} steps, {rate:.0f} model-steps/s, ETA {remaining:.0f} s')
+    train_seconds = time.perf_counter() - started
+  finally:
+    writer.close()
+  if evaluation is None:  # Finished earlier: read the final metrics back.
+    evaluation = evaluate(state, probes)
+  alive = np.asarray(state.alive)
+  mean = lambda x: float(np.nanmean(np.asarray(x))) if alive.any() else float('nan')
+  return CohortSummary(
+      index=c, description=cohort.describe(), members=cohort.size, steps=int(steps[-1]),
+      compile_seconds=compile_seconds, train_seconds=train_seconds,
+      model_steps_per_second=cohort.size * done_steps / max(train_seconds, 1e-9),
+      train_accuracy=mean(evaluation.train_accuracy), test_accuracy=mean(evaluation.test_accuracy),
+      diverged=int((~alive).sum()), resumed_from_step=None if latest is None else int(steps[latest]))
+
+
+def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
+                     overwrite: bool = False) -> TrainSummary:
+  """Trains every member of a sweep in lockstep cohorts and records trajectories.
+
+  Args:
+    config: a sweep config (see ``configs/quickstart.py``).
+    workdir: where the trajectories store goes. If it already holds this sweep,
+      training resumes; if it holds another, an error (unless ``overwrite``).
+    overwrite: delete whatever ``workdir`` holds first.
+
+  Returns:
+    A ``TrainSummary``; ``print(summary)`` shows the per-cohort table.
+
+  Example:
+    >>> summary = train_and_record(quickstart.get_config('tiny'), '/tmp/run')
+    >>> trajectories = load_trajectories('/tmp/run')
+  """
+  started = time.perf_counter()
+  plan_ = plan(config)
+  workdir = os.path.abspath(workdir)
+  _prepare_workdir(workdir, plan_.manifest(config), overwrite)
+  _say(f'{len(plan_.members)} members in {len(plan_.cohorts)} cohorts, '
+       f'{len(plan_.epochs_grid)} recording times, workdir {workdir}')
+  summaries = tuple(_train_cohort(plan_, c, workdir) for c in range(len(plan_.cohorts)))
+  return TrainSummary(workdir=workdir, cohorts=summaries,
+                      wall_seconds=time.perf_counter() - started)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """A complete sweep config with every default and an empty sweep (one member).
+
+  Sweep files start from it: ``config = default_config(); config.sweep.seed = (0, 1)``.
+  """
+  return ml_collections.ConfigDict(dict(
+      hparams=sweep_lib.default_hparams(),
+      sweep=ml_collections.ConfigDict(),
+      record=record_lib.default_record_config(),
+      train=default_train_config(),
+      data=default_data_config(),
+  ))

@@ -1,0 +1,258 @@
+"""The cohort program: typed state, a pure per-member train step, vmapped and looped.
+
+Everything inside a cohort is one XLA program: the member axis is the leading
+axis of every array in ``CohortState`` and ``MemberHparams``; per-member
+differences (seed, learning rate, schedule, momentum, weight decay,
+augmentation, label smoothing, init scale) are arrays, never Python values.
+
+Randomness: each member's key is ``PRNGKey(seed)``, so a member gets the same
+initialisation and data order whatever cohort it trains in. Its data order in
+epoch ``e`` is a permutation from ``fold_in(data_key, e)``; its augmentation at
+step ``s`` uses ``fold_in(aug_key, s)``. Nothing random is stored: resuming at
+any step needs only the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ensembles import data as data_lib
+from ensembles import models as models_lib
+from ensembles import optim
+from ensembles import sweep as sweep_lib
+
+# Streams derived from a member's key with fold_in (any distinct constants do).
+_INIT_STREAM, _DATA_STREAM, _AUG_STREAM = 0, 1, 2
+
+
+@flax.struct.dataclass
+class MemberHparams:
+  """Per-member traced hyperparameters, member axis first."""
+  key: jax.Array              # (E, 2) uint32, PRNGKey(seed)
+  learning_rate: jax.Array    # (E,) float32, peak
+  momentum: jax.Array         # (E,) float32
+  weight_decay: jax.Array     # (E,) float32
+  schedule: jax.Array         # (E,) int32, index into sweep.SCHEDULES
+  augment: jax.Array          # (E,) bool
+  label_smoothing: jax.Array  # (E,) float32
+  init_scale: jax.Array       # (E,) float32
+
+
+@flax.struct.dataclass
+class MemberState:
+  params: flax.core.FrozenDict | dict
+  model_state: flax.core.FrozenDict | dict
+  opt_state: optax.OptState
+
+
+@flax.struct.dataclass
+class CohortState:
+  """What a cohort needs to continue training; saved for resume."""
+  step: jax.Array          # () int32, shared: members run in lockstep
+  members: MemberState     # every leaf (E, ...)
+  alive: jax.Array         # (E,) bool: False once a member diverged
+  diverged_at: jax.Array   # (E,) int32: step of the first non-finite update, -1 if none
+
+
+@flax.struct.dataclass
+class Probes:
+  """Normalised probe inputs and labels on which predictions are recorded."""
+  x_train: jax.Array
+  y_train: jax.Array
+  x_test: jax.Array
+  y_test: jax.Array
+
+
+@flax.struct.dataclass
+class Evaluation:
+  """Eval-mode predictions and metrics of every member on the probes."""
+  train_probs: jax.Array     # (E, N_train, C)
+  test_probs: jax.Array      # (E, N_test, C)
+  train_loss: jax.Array      # (E,)
+  train_accuracy: jax.Array  # (E,)
+  test_loss: jax.Array       # (E,)
+  test_accuracy: jax.Array   # (E,)
+
+
+def member_hparams(hparams: Sequence[sweep_lib.Hparams]) -> MemberHparams:
+  """Stacks the traced hyperparameters of a cohort's members."""
+  f32 = lambda name: jnp.asarray([getattr(h, name) for h in hparams], jnp.float32)
+  return MemberHparams(
+      key=jnp.stack([jax.random.PRNGKey(h.seed) for h in hparams]),
+      learning_rate=f32('learning_rate'),
+      momentum=f32('momentum'),
+      weight_decay=f32('weight_decay'),
+      schedule=jnp.asarray([sweep_lib.SCHEDULES.index(h.schedule) for h in hparams], jnp.int32),
+      augment=jnp.asarray([h.augment for h in hparams], bool),
+      label_smoothing=f32('label_smoothing'),
+      init_scale=f32('init_scale'),
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class CohortProgram:
+  """The static description of a cohort's program and its pure functions.
+
+  Attributes:
+    network: the model (from ``models.build_network``).
+    info: the dataset's static info.
+    optimizer: optimizer family (``sweep.OPTIMIZERS``).
+    batch_size: examples per step per member.
+    steps_per_epoch: ``num_train // batch_size`` (last partial batch dropped).
+    total_steps: ``epochs * steps_per_epoch``.
+    warmup_steps: linear warmup length of the 'warmup_cosine' schedule.
+    eval_batch_size: probe examples evaluated at once (bounds eval memory).
+  """
+  network: models_lib.Network
+  info: data_lib.DatasetInfo
+  optimizer: str
+  batch_size: int
+  steps_per_epoch: int
+  total_steps: int
+  warmup_steps: int
+  eval_batch_size: int
+
+  @classmethod
+  def for_cohort(cls, cohort: sweep_lib.Cohort, info: data_lib.DatasetInfo,
+                 eval_batch_size: int) -> CohortProgram:
+    h = cohort.shared
+    spe = data_lib.steps_per_epoch(info.num_train, h.batch_size)
+    return cls(
+        network=models_lib.build_network(h.model_config, info.input_shape, info.num_classes),
+        info=info, optimizer=h.optimizer, batch_size=h.batch_size, steps_per_epoch=spe,
+        total_steps=h.epochs * spe, warmup_steps=round(h.warmup_epochs * spe),
+        eval_batch_size=eval_batch_size)
+
+  # -- per member -----------------------------------------------------------
+
+  def _init_member(self, hp: MemberHparams) -> MemberState:
+    init_key = jax.random.fold_in(hp.key, _INIT_STREAM)
+    params, model_state = self.network.init(init_key, hp.init_scale)
+    tx = optim.make_optimizer(self.optimizer, hp.learning_rate, hp.momentum, hp.weight_decay)
+    return MemberState(params=params, model_state=model_state, opt_state=tx.init(params))
+
+  def _member_step(self, dataset: data_lib.Dataset, hp: MemberHparams, member: MemberState,
+                   alive, perm, step):
+    """One SGD step of one member; returns (new state, still alive)."""
+    x_BxS, y_B = data_lib.gather_batch(dataset.x_train, dataset.y_train, perm,
+                                       step % self.steps_per_epoch, self.batch_size)
+    x_BxS = data_lib.normalize(x_BxS, dataset.mean, dataset.std)
+    aug_key = jax.random.fold_in(jax.random.fold_in(hp.key, _AUG_STREAM), step)
+    x_BxS = data_lib.augment(aug_key, x_BxS, hp.augment, self.info)
+    targets_BxC = optax.smooth_labels(jax.nn.one_hot(y_B, self.info.num_classes),
+                                      hp.label_smoothing)
+
+    def loss_fn(params):
+      logits_BxC, model_state = self.network.apply(params, member.model_state, x_BxS, train=True)
+      return optax.softmax_cross_entropy(logits_BxC, targets_BxC).mean(), model_state
+
+    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(member.params)
+    lr = hp.learning_rate * optim.schedule_multiplier(hp.schedule, step, self.total_steps,
+                                                      self.warmup_steps)
+    tx = optim.make_optimizer(self.optimizer, 0.0, 0.0, 0.0)  # Values come from the state.
+    updates, opt_state = tx.update(grads, optim.with_learning_rate(member.opt_state, lr),
+                                   member.params)
+    new = MemberState(params=optax.apply_updates(member.params, updates),
+                      model_state=model_state, opt_state=opt_state)
+    # A member whose loss or update is not finite is frozen where it stands.
+    ok = alive & jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(updates))
+    new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, member)
+    return new, ok
+
+  def _member_eval(self, probes: Probes, member: MemberState):
+    def predict(x_NxS):
+      batches = _split_batches(x_NxS, self.eval_batch_size)
+      logits = jax.lax.map(
+          lambda xb: self.network.apply(member.params, member.model_state, xb, train=False)[0],
+          batches)
+      return logits.reshape(-1, logits.shape[-1])[:x_NxS.shape[0]]
+
+    out = []
+    for x, y in ((probes.x_train, probes.y_train), (probes.x_test, probes.y_test)):
+      logits_NxC = predict(x)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits_NxC, y).mean()
+      accuracy = (logits_NxC.argmax(-1) == y).mean()
+      out.append((jax.nn.softmax(logits_NxC), loss, accuracy))
+    return out
+
+  # -- cohort ----------------------------------------------------------------
+
+  def init(self, hp: MemberHparams) -> CohortState:
+    """Initial state of all members (pure; jit it)."""
+    num = hp.learning_rate.shape[0]
+    return CohortState(step=jnp.zeros((), jnp.int32), members=jax.vmap(self._init_member)(hp),
+                       alive=jnp.ones((num,), bool), diverged_at=jnp.full((num,), -1, jnp.int32))
+
+  def _permutations(self, hp: MemberHparams, epoch):
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(hp.key, _DATA_STREAM)
+    return jax.vmap(data_lib.epoch_permutation, in_axes=(0, None, None))(
+        keys, epoch, self.info.num_train)
+
+  def train(self, state: CohortState, hp: MemberHparams, dataset: data_lib.Dataset,
+            num_steps) -> CohortState:
+    """Advances every member by ``num_steps`` steps (pure; jit it).
+
+    ``num_steps`` is traced: chunks of any length between recording points share
+    one compiled program (``fori_loop`` with a traced bound lowers to the same
+    XLA while loop as ``lax.scan``, without stacking per-step outputs).
+    """
+    step_members = jax.vmap(self._member_step, in_axes=(None, 0, 0, 0, 0, None))
+
+    def body(_, carry):
+      state, perms = carry
+      epoch, within = jnp.divmod(state.step, self.steps_per_epoch)
+      # The same predicate for every member (lockstep): a real branch, not a select.
+      perms = jax.lax.cond(within == 0, lambda: self._permutations(hp, epoch), lambda: perms)
+      members, ok = step_members(dataset, hp, state.members, state.alive, perms, state.step)
+      newly_diverged = state.alive & ~ok
+      return state.replace(
+          step=state.step + 1, members=members, alive=ok,
+          diverged_at=jnp.where(newly_diverged, state.step, state.diverged_at)), perms
+
+    perms = self._permutations(hp, state.step // self.steps_per_epoch)
+    state, _ = jax.lax.fori_loop(0, num_steps, body, (state, perms))
+    return state
+
+  def evaluate(self, state: CohortState, probes: Probes) -> Evaluation:
+    """Eval-mode probabilities and metrics on the probes (pure; jit it).
+
+    Members that diverged get NaN probabilities and metrics, never stale copies.
+    """
+    (tp, tl, ta), (sp, sl, sa) = jax.vmap(self._member_eval, in_axes=(None, 0))(
+        probes, state.members)
+    invalid = lambda x: jnp.where(state.alive.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
+    return Evaluation(train_probs=invalid(tp), test_probs=invalid(sp),
+                      train_loss=invalid(tl), train_accuracy=invalid(ta),
+                      test_loss=invalid(sl), test_accuracy=invalid(sa))
+
+  @functools.cached_property
+  def compiled(self):
+    """Jitted (init, train, evaluate); state buffers are donated to ``train``."""
+    return (jax.jit(self.init), jax.jit(self.train, donate_argnums=0), jax.jit(self.evaluate))
+
+
+def _split_batches(x, batch_size: int):
+  """(N, ...) → (ceil(N / b), b, ...), zero-padded at the end."""
+  n = x.shape[0]
+  b = min(batch_size, n)
+  pad = -n % b
+  x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+  return x.reshape((-1, b) + x.shape[1:])
+
+
+def make_probes(dataset: data_lib.Dataset, train_indices: np.ndarray,
+                test_indices: np.ndarray) -> Probes:
+  """Normalised probe arrays, computed once on the host and put on device."""
+  norm = lambda x: data_lib.normalize(jnp.asarray(x), dataset.mean, dataset.std)
+  return Probes(x_train=norm(np.asarray(dataset.x_train)[train_indices]),
+                y_train=jnp.asarray(np.asarray(dataset.y_train)[train_indices]),
+                x_test=norm(np.asarray(dataset.x_test)[test_indices]),
+                y_test=jnp.asarray(np.asarray(dataset.y_test)[test_indices]))

@@ -1,0 +1,82 @@
+"""Sweep expansion, member order, cohorts and bad configs (no training)."""
+
+import itertools
+
+import ml_collections
+import pytest
+
+import ensembles
+from ensembles import sweep as sweep_lib
+
+
+def _config(**sweep):
+  config = ensembles.default_config()
+  for name, values in sweep.items():
+    config.sweep[name] = values
+  return config
+
+
+def test_members_are_the_cartesian_product_in_documented_order():
+  config = _config(seed=(0, 1, 2), learning_rate=(0.1, 0.2), arch=('mlp', 'cnn'))
+  members = sweep_lib.expand_members(config)
+  # Alphabetical field order (arch, learning_rate, seed), last fastest.
+  expected = list(itertools.product(('mlp', 'cnn'), (0.1, 0.2), (0, 1, 2)))
+  assert [(m.arch, m.learning_rate, m.seed) for m in members] == expected
+  # Unswept fields keep the defaults.
+  assert {m.batch_size for m in members} == {config.hparams.batch_size}
+
+
+def test_empty_sweep_is_one_member_with_the_defaults():
+  members = sweep_lib.expand_members(ensembles.default_config())
+  assert len(members) == 1
+  assert members[0].to_dict() == dict(sweep_lib.default_hparams())
+
+
+def test_cohorts_group_by_program_shape_only():
+  config = _config(arch=('mlp', 'cnn'), optimizer=('sgd', 'adam'), learning_rate=(0.1, 0.01),
+                   augment=(False, True), seed=(0, 1), schedule=('constant', 'cosine'))
+  members = sweep_lib.expand_members(config)
+  cohorts = sweep_lib.make_cohorts(members)
+  assert len(cohorts) == 4  # arch x optimizer
+  assert sorted(i for c in cohorts for i in c.members) == list(range(len(members)))
+  for cohort in cohorts:
+    assert cohort.size == 16
+    for h in cohort.hparams:
+      assert h.cohort_key() == cohort.shared.cohort_key()
+    # Everything traced varies inside a cohort.
+    assert len({(h.learning_rate, h.augment, h.seed, h.schedule) for h in cohort.hparams}) == 16
+
+
+def test_nesterov_flag_is_the_nesterov_optimizer():
+  config = _config(nesterov=(False, True))
+  a, b = sweep_lib.expand_members(config)
+  assert (a.optimizer, b.optimizer) == ('sgd', 'nesterov')
+  assert len(sweep_lib.make_cohorts([a, b])) == 2
+
+
+@pytest.mark.parametrize('sweep, message', [
+    (dict(arch=('mlp', 'transformer')), "member 1 (arch='transformer') hparams.arch"),
+    (dict(dataset=('imagenet',)), 'hparams.dataset: unknown value'),
+    (dict(optimizer=('rmsprop',)), 'accepted: sgd, nesterov, adam, adamw'),
+    (dict(seed=()), 'config.sweep.seed is empty'),
+    (dict(seed=3), 'must be a sequence'),
+    (dict(batch_size=(32, 0)), 'member 1 (batch_size=0) hparams.batch_size=0: must be > 0'),
+    (dict(epochs=(-1,)), 'hparams.epochs=-1: must be > 0'),
+    (dict(epochs=(1, 2)), 'share one recording grid'),
+    (dict(learning_rate=(float('nan'),)), 'learning_rate=nan: must be >= 0'),
+    (dict(momentum=(1.0,)), 'momentum=1.0: must be in [0, 1)'),
+    (dict(width=('wide',)), "'wide' is not a valid int"),
+    (dict(learning_rte=(0.1,)), "config.sweep has keys ['learning_rte'] that are not hparams"),
+])
+def test_bad_sweeps_name_the_key_and_member(sweep, message):
+  with pytest.raises(ensembles.ConfigError) as error:
+    sweep_lib.expand_members(_config(**sweep))
+  assert message in str(error.value)
+
+
+def test_unknown_hparam_in_defaults():
+  config = ensembles.default_config()
+  config.unlock() if hasattr(config, 'unlock') else None
+  config.hparams = ml_collections.ConfigDict(dict(config.hparams, dropout=0.1))
+  with pytest.raises(ensembles.ConfigError, match=r"config.hparams has unknown keys \['dropout'\]"):
+    sweep_lib.expand_members(config)
