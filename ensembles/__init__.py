@@ -6,6 +6,13 @@ Public API:
   default_config() -> a sweep ConfigDict with every default
 """
 
+# pylint: disable=g-import-not-at-top,wrong-import-position
+
+from ensembles import devices as _devices
+
+# Before anything starts the JAX backend: on CPU, one device per core (see devices.py).
+_devices.use_cpu_cores()
+
 from ensembles.experiment import TrainSummary, default_config, plan, train_and_record
 from ensembles.store import StoreError, Trajectories, load_trajectories
 from ensembles.sweep import ConfigError, Hparams, expand_members, make_cohorts

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from ensembles import data as data_lib
+from ensembles import devices
 from ensembles import record as record_lib
 from ensembles import store as store_lib
 from ensembles import sweep as sweep_lib
@@ -32,6 +33,7 @@ def default_train_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       eval_batch_size=1024,    # probe examples per member evaluated at once
       log_every_seconds=10.0,  # progress line period
+      checkpoint_every_seconds=60.0,  # resumable state saved at a recording time this often
   ))
 
 
@@ -97,6 +99,7 @@ class _Plan:
   probes: dict[str, dict[str, np.ndarray]]
   eval_batch_size: int
   log_every_seconds: float
+  checkpoint_every_seconds: float
 
   def manifest(self, config: ml_collections.ConfigDict) -> dict:
     dataset = self.members[0].dataset
@@ -177,7 +180,8 @@ def plan(config: ml_collections.ConfigDict) -> _Plan:
                datasets=datasets, record=record,
                epochs_grid=record_lib.recording_epochs(members[0].epochs, record), probes=probes,
                eval_batch_size=train_cfg.eval_batch_size,
-               log_every_seconds=train_cfg.log_every_seconds)
+               log_every_seconds=train_cfg.log_every_seconds,
+               checkpoint_every_seconds=train_cfg.checkpoint_every_seconds)
 
 
 def _say(message: str) -> None:
@@ -205,44 +209,42 @@ def _prepare_workdir(workdir: str, manifest: dict, overwrite: bool) -> None:
   store_lib.write_manifest(workdir, manifest)
 
 
-def _train_cohort(plan_: _Plan, c: int, workdir: str) -> CohortSummary:
+def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -> CohortSummary:
   cohort, program = plan_.cohorts[c], plan_.programs[c]
   steps = record_lib.recording_steps(plan_.epochs_grid, program.steps_per_epoch)
-  dataset = data_lib.to_device(plan_.datasets[cohort.shared.dataset])
-  probes = train_lib.make_probes(dataset, plan_.probes['train']['indices'],
-                                 plan_.probes['test']['indices'])
-  hp = train_lib.member_hparams(cohort.hparams)
-  writer = record_lib.CohortWriter(store_lib.cohort_dir(workdir, cohort.index), plan_.record.dtype)
+  dataset = plan_.datasets[cohort.shared.dataset]
+  hp, dataset, probes = train_lib.place(
+      mesh, train_lib.member_hparams(cohort.hparams, devices.padded_size(cohort.size, mesh)),
+      dataset, train_lib.make_probes(dataset, plan_.probes['train']['indices'],
+                                     plan_.probes['test']['indices']))
+  writer = record_lib.CohortWriter(store_lib.cohort_dir(workdir, cohort.index), plan_.record.dtype,
+                                   cohort.size)
   try:
-    started = time.perf_counter()
-    init, train, evaluate = program.compiled
-    abstract = jax.eval_shape(init, hp)
-    train = train.lower(abstract, hp, dataset, 0).compile()
-    evaluate = evaluate.lower(abstract, probes).compile()
-    compile_seconds = time.perf_counter() - started
+    compiled = program.compile(hp, dataset, probes, mesh)
     latest = writer.latest_state_step()
     if latest is None:
-      state, first = init(hp), 0
+      state, first = compiled.init(hp), 0
     else:
-      state, first = writer.restore_state(latest, abstract), latest + 1
+      state, first = writer.restore_state(latest, compiled.abstract_state), latest + 1
       _say(f'cohort {c}: resuming after recording {latest} (step {steps[latest]})')
     recorded = writer.recorded()
-    started = last_log = time.perf_counter()
+    started = last_log = last_checkpoint = time.perf_counter()
     done_steps = 0
     evaluation = None
     for t in range(first, len(steps)):
       num_steps = int(steps[t] - (steps[t - 1] if t else 0))
       if num_steps:
-        state = train(state, hp, dataset, num_steps)
+        state = compiled.train(state, hp, dataset, num_steps)
         done_steps += num_steps
-      evaluation = evaluate(state, probes)
+      evaluation = compiled.evaluate(state, probes)
       if t not in recorded:  # Present after a crash between record and state writes.
         writer.write_record(t, state, evaluation)
-      writer.write_state(t, state)
       now = time.perf_counter()
+      if now - last_checkpoint >= plan_.checkpoint_every_seconds or t == len(steps) - 1:
+        writer.write_state(t, state)
+        last_checkpoint = now
       if now - last_log >= plan_.log_every_seconds or t == len(steps) - 1:
-        jax.block_until_ready(state.step)
-        now, last_log = time.perf_counter(), now
+        last_log = now
         rate = cohort.size * done_steps / max(now - started, 1e-9)
         remaining = cohort.size * (steps[-1] - steps[t]) / max(rate, 1e-9)
         _say(f'cohort {c + 1}/{len(plan_.cohorts)} {cohort.describe()}: {cohort.size} members x '
@@ -251,12 +253,12 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str) -> CohortSummary:
   finally:
     writer.close()
   if evaluation is None:  # Finished earlier: read the final metrics back.
-    evaluation = evaluate(state, probes)
-  alive = np.asarray(state.alive)
-  mean = lambda x: float(np.nanmean(np.asarray(x))) if alive.any() else float('nan')
+    evaluation = compiled.evaluate(state, probes)
+  alive = np.asarray(state.alive)[:cohort.size]
+  mean = lambda x: float(np.nanmean(np.asarray(x)[:cohort.size])) if alive.any() else float('nan')
   return CohortSummary(
       index=c, description=cohort.describe(), members=cohort.size, steps=int(steps[-1]),
-      compile_seconds=compile_seconds, train_seconds=train_seconds,
+      compile_seconds=compiled.compile_seconds, train_seconds=train_seconds,
       model_steps_per_second=cohort.size * done_steps / max(train_seconds, 1e-9),
       train_accuracy=mean(evaluation.train_accuracy), test_accuracy=mean(evaluation.test_accuracy),
       diverged=int((~alive).sum()), resumed_from_step=None if latest is None else int(steps[latest]))
@@ -285,7 +287,8 @@ def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
   _prepare_workdir(workdir, plan_.manifest(config), overwrite)
   _say(f'{len(plan_.members)} members in {len(plan_.cohorts)} cohorts, '
        f'{len(plan_.epochs_grid)} recording times, workdir {workdir}')
-  summaries = tuple(_train_cohort(plan_, c, workdir) for c in range(len(plan_.cohorts)))
+  mesh = devices.member_mesh()
+  summaries = tuple(_train_cohort(plan_, c, workdir, mesh) for c in range(len(plan_.cohorts)))
   return TrainSummary(workdir=workdir, cohorts=summaries,
                       wall_seconds=time.perf_counter() - started)
 

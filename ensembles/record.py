@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -96,8 +95,9 @@ def recording_steps(epochs_grid: np.ndarray, steps_per_epoch: int) -> np.ndarray
 class CohortWriter:
   """Writes one cohort's records and resumable state through Orbax."""
 
-  def __init__(self, directory: str, dtype: str):
+  def __init__(self, directory: str, dtype: str, num_members: int):
     self._dtype = np.dtype(dtype)
+    self._rows = slice(0, num_members)  # Padding members beyond are not recorded.
     self._records = ocp.CheckpointManager(
         os.path.join(directory, 'records'), item_names=(RECORD_ITEM,))
     self._state = ocp.CheckpointManager(
@@ -113,12 +113,13 @@ class CohortWriter:
   def write_record(self, index: int, state: train_lib.CohortState,
                    evaluation: train_lib.Evaluation) -> None:
     """Saves the record of recording time ``index`` (asynchronously)."""
+    rows = self._rows
     record = dict(
         step=np.asarray(state.step, np.int64),
-        diverged_at=np.asarray(state.diverged_at, np.int64),
-        train_probs=evaluation.train_probs.astype(self._dtype),
-        test_probs=evaluation.test_probs.astype(self._dtype),
-        **{k: getattr(evaluation, k) for k in METRICS})
+        diverged_at=np.asarray(state.diverged_at, np.int64)[rows],
+        train_probs=np.asarray(evaluation.train_probs[rows], self._dtype),
+        test_probs=np.asarray(evaluation.test_probs[rows], self._dtype),
+        **{k: np.asarray(getattr(evaluation, k))[rows] for k in METRICS})
     self._records.save(index, args=ocp.args.Composite(
         **{RECORD_ITEM: ocp.args.StandardSave(record)}))
 
@@ -126,8 +127,8 @@ class CohortWriter:
     self._state.save(index, args=ocp.args.Composite(
         **{STATE_ITEM: ocp.args.StandardSave(state)}))
 
-  def restore_state(self, index: int, abstract: train_lib.CohortState) -> train_lib.CohortState:
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
+  def restore_state(self, index: int, target: train_lib.CohortState) -> train_lib.CohortState:
+    """Restores the state saved at ``index`` onto ``target``'s shapes and shardings."""
     restored = self._state.restore(index, args=ocp.args.Composite(
         **{STATE_ITEM: ocp.args.StandardRestore(target)}))
     return restored[STATE_ITEM]

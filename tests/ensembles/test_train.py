@@ -10,6 +10,7 @@ import pytest
 
 import ensembles
 from ensembles import data as data_lib
+from ensembles import devices
 from ensembles import record as record_lib
 from ensembles import store as store_lib
 from ensembles import sweep as sweep_lib
@@ -55,6 +56,15 @@ def _cohort_program(data_dir, hparams):
   return program, data_lib.to_device(dataset)
 
 
+def _train(program, dataset, hparams, num_steps, mesh):
+  """Trains members with the ahead-of-time path that train_and_record uses."""
+  hp, dataset, probes = train_lib.place(
+      mesh, train_lib.member_hparams(hparams), dataset,
+      train_lib.make_probes(dataset, np.arange(10), np.arange(10)))
+  compiled = program.compile(hp, dataset, probes, mesh)
+  return compiled.train(compiled.init(hp), hp, dataset, num_steps)
+
+
 def _members(**sweep):
   config = ensembles.default_config()
   config.hparams.update(dict(width=16, depth=2, epochs=20, batch_size=32, schedule='cosine'))
@@ -66,13 +76,11 @@ def _members(**sweep):
 def test_member_in_cohort_matches_member_alone(data_dir):
   members = _members(learning_rate=(0.02, 0.1), seed=(3, 4), augment=(False, True))
   program, dataset = _cohort_program(data_dir, members)
-  init, train, _ = program.compiled
   num_steps = 300
-  cohort = train(init(train_lib.member_hparams(members)), train_lib.member_hparams(members),
-                 dataset, num_steps)
+  # The cohort's members are sharded over every device (2 on the test machine).
+  cohort = _train(program, dataset, members, num_steps, devices.member_mesh())
   for i, member in enumerate(members):
-    hp = train_lib.member_hparams([member])
-    alone = train(init(hp), hp, dataset, num_steps)
+    alone = _train(program, dataset, [member], num_steps, devices.member_mesh(jax.devices()[:1]))
     jax.tree.map(
         # vmap batches the members' matmuls into one XLA dot with another blocking, so
         # float rounding differs from the E=1 program; over 300 steps with momentum the
@@ -88,10 +96,12 @@ def test_member_in_cohort_matches_member_alone(data_dir):
 def test_train_compiles_once_for_any_chunk_length(data_dir):
   members = _members(seed=(0, 1))
   program, dataset = _cohort_program(data_dir, members)
-  hp = train_lib.member_hparams(members)
+  mesh = devices.member_mesh()
+  hp, dataset, _ = train_lib.place(mesh, train_lib.member_hparams(members), dataset, None)
+  shardings = devices.member_shardings(jax.eval_shape(program.init, hp), mesh)
   # Chunks between recording times have many lengths; none may trigger a retrace.
-  train = jax.jit(chex.assert_max_traces(program.train, n=1))
-  state = jax.jit(program.init)(hp)
+  train = jax.jit(chex.assert_max_traces(program.train, n=1), out_shardings=shardings)
+  state = jax.jit(program.init, out_shardings=shardings)(hp)
   for num_steps in (3, 5, 7, 22):
     state = train(state, hp, dataset, num_steps)
   assert int(state.step) == 37
