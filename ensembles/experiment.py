@@ -300,7 +300,8 @@ def default_config() -> ml_collections.ConfigDict:
   """
   return ml_collections.ConfigDict(dict(
       hparams=sweep_lib.default_hparams(),
-      sweep=ml_collections.ConfigDict(),
+      sweep=ml_collections.ConfigDict(),  # hparam name -> sequence of values
+      variants=(),  # sub-sweeps (dicts), each crossed with `sweep`; () = just `sweep`
       record=record_lib.default_record_config(),
       train=default_train_config(),
       data=default_data_config(),

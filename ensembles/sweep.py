@@ -5,10 +5,17 @@ A sweep config (``configs/<name>.py``, ``get_config(arg)``) holds
 * ``config.hparams``: one value per hyperparameter (the defaults of every member);
 * ``config.sweep``: a ConfigDict whose fields are sequences over the same names.
 
+* ``config.variants`` (optional): a tuple of dicts, each a sub-sweep over hparam
+  names (values or sequences of values) — for values that only make sense
+  together, e.g. an optimizer with its own learning rates, or an architecture
+  with its own width.
+
 The members are the Cartesian product of the sweep fields applied over the
-defaults. Member order is deterministic: sweep fields are taken in alphabetical
-order of their names (the order ``ConfigDict.keys()`` gives) and the last one
-varies fastest, exactly as ``itertools.product`` does.
+defaults; with variants, the concatenation over variants of the product of the
+variant's fields and the sweep's fields. Member order is deterministic:
+variants in the order given; within one, fields in alphabetical order of their
+names (the order ``ConfigDict.keys()`` gives), the last one varying fastest,
+exactly as ``itertools.product`` does.
 
 Members that can share one compiled program form a *cohort*: everything that
 changes the program's shapes or structure (see ``COHORT_KEYS``) is equal within
@@ -210,6 +217,29 @@ def _resolve(values: Mapping[str, Any], where: str) -> Hparams:
   return hparams
 
 
+def _as_sequence(value: Any) -> Sequence[Any]:
+  if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+    return (value,)
+  return value
+
+
+def _sweep_fields(sweep: dict[str, Any], where: str,
+                  defaults: Mapping[str, Any]) -> dict[str, Sequence[Any]]:
+  """Checks that ``sweep`` maps hparam names to non-empty sequences."""
+  unknown = sorted(set(sweep) - set(defaults))
+  if unknown:
+    raise ConfigError(f'{where} has keys {unknown} that are not hparams; '
+                      f'accepted: {sorted(defaults)}.')
+  for name, values in sweep.items():
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+      raise ConfigError(f'{where}.{name}={values!r}: must be a sequence of values, '
+                        f'e.g. ({values!r},).')
+    if not values:
+      raise ConfigError(f'{where}.{name} is empty: the sweep would have no members; '
+                        'give at least one value or remove the field.')
+  return dict(sweep)
+
+
 def expand_members(config: ml_collections.ConfigDict) -> list[Hparams]:
   """The members of a sweep, in sweep order (see the module docstring).
 
@@ -228,25 +258,25 @@ def expand_members(config: ml_collections.ConfigDict) -> list[Hparams]:
   if unknown:
     raise ConfigError(f'config.hparams has unknown keys {unknown}; accepted: {sorted(defaults)}.')
   defaults.update(base)
-  sweep = dict(config.get('sweep') or {})
-  unknown = sorted(set(sweep) - set(defaults))
-  if unknown:
-    raise ConfigError(f'config.sweep has keys {unknown} that are not hparams; '
-                      f'accepted: {sorted(defaults)}.')
-  names = sorted(sweep)
-  for name in names:
-    values = sweep[name]
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-      raise ConfigError(f'config.sweep.{name}={values!r}: must be a sequence of values, '
-                        f'e.g. ({values!r},).')
-    if not values:
-      raise ConfigError(f'config.sweep.{name} is empty: the sweep would have no members; '
-                        'give at least one value or remove the field.')
+  sweep = _sweep_fields(dict(config.get('sweep') or {}), 'config.sweep', defaults)
+  variants = config.get('variants') or ({},)
+  if isinstance(variants, Mapping) or not isinstance(variants, Sequence):
+    raise ConfigError(f'config.variants={variants!r}: must be a tuple of dicts (sub-sweeps).')
   members = []
-  for index, combo in enumerate(itertools.product(*(sweep[n] for n in names))):
-    values = dict(defaults, **dict(zip(names, combo)))
-    swept = ', '.join(f'{n}={v!r}' for n, v in zip(names, combo))
-    members.append(_resolve(values, f'member {index} ({swept or "defaults"})'))
+  for v, variant in enumerate(variants):
+    where = f'config.variants[{v}]'
+    if not isinstance(variant, Mapping):
+      raise ConfigError(f'{where}={variant!r}: must be a dict of hparam values or sequences.')
+    fields = _sweep_fields({k: _as_sequence(x) for k, x in variant.items()}, where, defaults)
+    clash = sorted(set(fields) & set(sweep))
+    if clash:
+      raise ConfigError(f'{where} and config.sweep both set {clash}: set each in one place.')
+    fields.update(sweep)
+    names = sorted(fields)
+    for combo in itertools.product(*(fields[n] for n in names)):
+      values = dict(defaults, **dict(zip(names, combo)))
+      swept = ', '.join(f'{n}={x!r}' for n, x in zip(names, combo))
+      members.append(_resolve(values, f'member {len(members)} ({swept or "defaults"})'))
   epochs = sorted({m.epochs for m in members})
   if len(epochs) > 1:
     raise ConfigError(f'hparams.epochs takes several values {epochs}: all members of a sweep '

@@ -80,3 +80,27 @@ def test_unknown_hparam_in_defaults():
   config.hparams = ml_collections.ConfigDict(dict(config.hparams, dropout=0.1))
   with pytest.raises(ensembles.ConfigError, match=r"config.hparams has unknown keys \['dropout'\]"):
     sweep_lib.expand_members(config)
+
+
+def test_variants_pair_values_that_belong_together():
+  config = _config(seed=(0, 1))
+  config.variants = (dict(optimizer='sgd', learning_rate=(0.05, 0.1)),
+                     dict(optimizer='adam', learning_rate=0.001))
+  members = sweep_lib.expand_members(config)
+  assert [(m.optimizer, m.learning_rate, m.seed) for m in members] == [
+      ('sgd', 0.05, 0), ('sgd', 0.05, 1), ('sgd', 0.1, 0), ('sgd', 0.1, 1),
+      ('adam', 0.001, 0), ('adam', 0.001, 1)]
+
+
+@pytest.mark.parametrize('variants, message', [
+    ((dict(seed=(2,)),), "config.variants[0] and config.sweep both set ['seed']"),
+    ((dict(learning_rte=0.1),), "config.variants[0] has keys ['learning_rte']"),
+    ((dict(width=()),), 'config.variants[0].width is empty'),
+    (('sgd',), "config.variants[0]='sgd': must be a dict"),
+])
+def test_bad_variants(variants, message):
+  config = _config(seed=(0, 1))
+  config.variants = variants
+  with pytest.raises(ensembles.ConfigError) as error:
+    sweep_lib.expand_members(config)
+  assert message in str(error.value)

@@ -1,0 +1,54 @@
+"""The command-line entry points, end to end, in fresh processes (as a user runs them)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ensembles
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, data_dir, timeout=600):
+  env = dict(os.environ, ENSEMBLES_DATA_DIR=data_dir, PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, '-m', *args], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def test_launch_run_tiny_trains_records_and_analyses(data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  result = _run(['launch.run', '--config=configs/quickstart.py:tiny', f'--workdir={workdir}',
+                 '--config.hparams.epochs=1'], data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'model-steps/s' in result.stdout  # Progress lines.
+  assert 'ES_' in result.stdout or 'ES' in result.stdout
+  traj = ensembles.load_trajectories(workdir)
+  assert traj.members[0]['epochs'] == 1  # The override reached the members.
+  assert traj.probs('train').shape[:2] == (len(traj.members), len(traj.epochs))
+  embedding = np.load(os.path.join(workdir, 'analysis', 'embedding.npz'))
+  assert embedding['coords'].shape[0] == len(traj.members) * len(traj.epochs)
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--config.hparams.schedule=cyclic', "unknown value 'cyclic'"),
+    ('--config.hparams.learning_rte=0.1', 'learning_rte'),
+    ('--config.hparams.batch_size=0', 'hparams.batch_size=0: must be > 0'),
+])
+def test_launch_train_bad_input_is_one_clear_error(data_dir, tmp_path, flag, message):
+  workdir = str(tmp_path / 'run')
+  result = _run(['launch.train', '--config=configs/quickstart.py:tiny', f'--workdir={workdir}',
+                 flag], data_dir, timeout=120)
+  assert result.returncode != 0
+  assert message in result.stderr
+  assert not os.path.exists(workdir)
+
+
+def test_launch_run_rejects_unknown_color_before_training(data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  result = _run(['launch.run', '--config=configs/quickstart.py:tiny', f'--workdir={workdir}',
+                 '--color_by=colour'], data_dir, timeout=120)
+  assert result.returncode != 0 and "--color_by='colour'" in result.stderr
+  assert not os.path.exists(workdir)
