@@ -206,7 +206,11 @@ def _prepare_workdir(workdir: str, manifest: dict, overwrite: bool) -> None:
     raise sweep_lib.ConfigError(
         f'workdir {workdir!r} is not empty and holds no sweep.json: refusing to write into it. '
         'Use a new or empty workdir, or pass overwrite=True (--overwrite).')
-  store_lib.write_manifest(workdir, manifest)
+  try:
+    store_lib.write_manifest(workdir, manifest)
+  except OSError as e:
+    raise sweep_lib.ConfigError(f'workdir {workdir!r} cannot be written ({e}); give a '
+                                'writable directory with free space.') from e
 
 
 def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -> CohortSummary:

@@ -9,8 +9,13 @@ Each cohort writes under ``<workdir>/cohorts/<index>/``:
 * ``records/<t>/`` — one Orbax checkpoint per recording time ``t``: the
   members' eval-mode probabilities on both probe sets and their metrics;
 * ``state/<t>/`` — the latest ``CohortState`` (for resume), written after the
-  record of the same time. Orbax commits each step directory atomically, so a
-  reader never sees a half-written step.
+  record of the same time, every ``config.train.checkpoint_every_seconds`` and at
+  the end. Orbax commits each step directory atomically (written under a
+  temporary name, then renamed), so a reader never sees a half-written step.
+
+Resuming restores the latest state and trains on; recording times already in
+the store are not written again (training is deterministic, so they would be
+identical).
 """
 
 from __future__ import annotations
@@ -98,11 +103,14 @@ class CohortWriter:
   def __init__(self, directory: str, dtype: str, num_members: int):
     self._dtype = np.dtype(dtype)
     self._rows = slice(0, num_members)  # Padding members beyond are not recorded.
+    # A killed run leaves unfinished step directories under temporary names: never read,
+    # removed here before writing again.
     self._records = ocp.CheckpointManager(
-        os.path.join(directory, 'records'), item_names=(RECORD_ITEM,))
+        os.path.join(directory, 'records'), item_names=(RECORD_ITEM,),
+        options=ocp.CheckpointManagerOptions(cleanup_tmp_directories=True))
     self._state = ocp.CheckpointManager(
         os.path.join(directory, 'state'), item_names=(STATE_ITEM,),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1))
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, cleanup_tmp_directories=True))
 
   def recorded(self) -> set[int]:
     return set(self._records.all_steps())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,9 +90,10 @@ class Trajectories:
     status: per member, 'ok' or 'diverged'.
     diverged_at: (E,) step at which a member diverged, -1 if it did not.
     num_classes: C.
+    missing: (cohort index, recording index) pairs skipped with ``allow_partial``.
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, allow_partial: bool = False):
     self.workdir = workdir
     manifest = read_manifest(workdir)
     self.members: list[dict[str, Any]] = manifest['members']
@@ -99,8 +101,9 @@ class Trajectories:
     self.num_classes: int = manifest['num_classes']
     self._probes = manifest['probes']
     num, times = len(self.members), len(self.epochs)
-    self.steps = np.zeros((num, times), np.int64)
-    self.metrics = {k: np.zeros((num, times), np.float32) for k in record_lib.METRICS}
+    self.steps = np.full((num, times), -1, np.int64)
+    self.metrics = {k: np.full((num, times), np.nan, np.float32) for k in record_lib.METRICS}
+    self.missing: list[tuple[int, int]] = []
     self.diverged_at = np.full((num,), -1, np.int64)
     self._probs = {s: None for s in SPLITS}
     shapes = {s: (num, times, len(self._probes[f'{s}_labels']), self.num_classes)
@@ -111,13 +114,21 @@ class Trajectories:
       rows = np.asarray(cohort['members'])
       directory = cohort_dir(workdir, cohort['index'])
       for t in range(times):
-        record = _restore_record(checkpointer, directory, t)
+        try:
+          record = _restore_record(checkpointer, directory, t)
+        except StoreError as e:
+          if not allow_partial:
+            raise StoreError(f'{e} Pass allow_partial=True to load the rest (the missing '
+                             'points become NaN).') from e
+          warnings.warn(f'skipped: {e}', stacklevel=3)
+          self.missing.append((cohort['index'], t))
+          continue
         self.steps[rows, t] = record['step']
         for k in record_lib.METRICS:
           self.metrics[k][rows, t] = record[k]
         for s in SPLITS:
           probs[s][rows, t] = record[f'{s}_probs']
-        self.diverged_at[rows] = record['diverged_at']
+        self.diverged_at[rows] = np.maximum(self.diverged_at[rows], record['diverged_at'])
     checkpointer.close()
     self._probs = probs
     self.status = ['diverged' if d >= 0 else 'ok' for d in self.diverged_at]
@@ -145,11 +156,13 @@ def _check_split(split: str) -> str:
   return split
 
 
-def load_trajectories(workdir: str) -> Trajectories:
+def load_trajectories(workdir: str, allow_partial: bool = False) -> Trajectories:
   """Reads a trajectories store.
 
   Args:
     workdir: the directory given to ``train_and_record``.
+    allow_partial: skip missing or unreadable recording times with a warning (their
+      probabilities, metrics and steps become NaN / -1) instead of raising.
 
   Returns:
     A ``Trajectories`` object.
@@ -157,7 +170,7 @@ def load_trajectories(workdir: str) -> Trajectories:
   Raises:
     StoreError: not a store, another format version, or a missing/torn step.
   """
-  return Trajectories(workdir)
+  return Trajectories(workdir, allow_partial)
 
 
 def members_equal(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> bool:

@@ -1,0 +1,150 @@
+"""Reliability: diverging members, damaged stores, and kill-anywhere resume (real processes)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import ensembles
+from ensembles import store as store_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(data_dir, **sweep):
+  config = ensembles.default_config()
+  config.data.data_dir = data_dir
+  config.hparams.update(dict(width=16, depth=1, epochs=2))
+  config.train.log_every_seconds = 1e9
+  config.record.train_probe_size = 100
+  config.record.test_probe_size = 100
+  for name, values in sweep.items():
+    config.sweep[name] = values
+  return config
+
+
+def test_diverged_member_is_frozen_flagged_and_leaves_its_cohort_untouched(data_dir, tmp_path):
+  sane, wild = str(tmp_path / 'sane'), str(tmp_path / 'wild')
+  ensembles.train_and_record(_config(data_dir, learning_rate=(0.05, 0.1), seed=(0, 1)), sane)
+  ensembles.train_and_record(_config(data_dir, learning_rate=(0.05, 1e4), seed=(0, 1)), wild)
+  a, b = ensembles.load_trajectories(sane), ensembles.load_trajectories(wild)
+  assert a.status == ['ok'] * 4
+  assert b.status == ['ok', 'ok', 'diverged', 'diverged']
+  for e in (2, 3):
+    step = b.diverged_at[e]
+    assert step >= 0
+    recorded_after = b.steps[e] > step
+    # Predictions after divergence are marked invalid, not copied; before, they are real.
+    assert np.isnan(b.probs()[e, recorded_after]).all()
+    assert np.isfinite(b.probs()[e, ~recorded_after]).all()
+  # The sane members are bit-identical to a cohort (same size) without the wild learning rate.
+  for split in ('train', 'test'):
+    np.testing.assert_array_equal(a.probs(split)[:2], b.probs(split)[:2])
+  for k, v in a.metrics.items():
+    np.testing.assert_array_equal(v[:2], b.metrics[k][:2])
+
+
+def test_missing_or_torn_recording_step_is_a_clear_error(data_dir, tmp_path):
+  workdir = str(tmp_path)
+  ensembles.train_and_record(_config(data_dir), workdir)
+  records = os.path.join(store_lib.cohort_dir(workdir, 0), 'records')
+  shutil.rmtree(os.path.join(records, '2'))
+  with pytest.raises(ensembles.StoreError, match=r'recording step 2 is missing: .*records/2/'):
+    ensembles.load_trajectories(workdir)
+  with pytest.warns(UserWarning, match='recording step 2 is missing'):
+    traj = ensembles.load_trajectories(workdir, allow_partial=True)
+  assert traj.missing == [(0, 2)]
+  assert np.isnan(traj.probs()[:, 2]).all() and np.isfinite(traj.probs()[:, 3]).all()
+  assert (traj.steps[:, 2] == -1).all()
+  # Truncate every data file of step 3 by hand: an error naming step 3, never garbage.
+  step3 = os.path.join(records, '3')
+  for folder, _, files in os.walk(step3):
+    for name in files:
+      if name not in ('_CHECKPOINT_METADATA',):
+        with open(os.path.join(folder, name), 'r+b') as f:
+          f.truncate(max(os.path.getsize(f.name) // 3, 1))
+  with pytest.warns(UserWarning, match=r'recording step 3 cannot be read from .*records/3/'):
+    traj = ensembles.load_trajectories(workdir, allow_partial=True)
+  assert traj.missing == [(0, 2), (0, 3)]
+  assert np.isnan(traj.probs()[:, 3]).all() and np.isfinite(traj.probs()[:, 4]).all()
+
+
+def test_unwritable_workdir_fails_before_training(data_dir, tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  # A workdir below a regular file cannot be created, whoever runs the test (root included).
+  with pytest.raises(ensembles.ConfigError, match='cannot be written'):
+    ensembles.train_and_record(_config(data_dir), str(blocker / 'run'))
+
+
+_RESUME_CONFIG = '''
+from ensembles import experiment
+
+def get_config(arg=None):
+  config = experiment.default_config()
+  config.hparams.update(dict(width=32, depth=2, epochs=6, batch_size=32))
+  config.sweep.seed = (0, 1, 2)
+  config.variants = (dict(optimizer='sgd', learning_rate=0.05),
+                     dict(optimizer='adam', learning_rate=0.003))
+  config.record.dense_per_epoch = 8
+  config.train.checkpoint_every_seconds = 0.0  # State at every recording time.
+  return config
+'''
+
+
+def _command(config_path, workdir):
+  return [sys.executable, '-m', 'launch.train', f'--config={config_path}', f'--workdir={workdir}']
+
+
+def _env(data_dir):
+  return dict(os.environ, ENSEMBLES_DATA_DIR=data_dir, PYTHONPATH=ROOT)
+
+
+def _state_arrays(workdir, cohort):
+  directory = os.path.join(store_lib.cohort_dir(workdir, cohort), 'state')
+  last = max(int(d) for d in os.listdir(directory) if d.isdigit())
+  with ocp.StandardCheckpointer() as checkpointer:
+    restored = checkpointer.restore(os.path.join(directory, str(last), 'state'))
+  return [np.asarray(x) for x in __import__('jax').tree.leaves(restored)]
+
+
+@pytest.mark.slow
+def test_sigkill_anywhere_then_rerun_is_bit_identical(data_dir, tmp_path):
+  config_path = tmp_path / 'resume_config.py'
+  config_path.write_text(_RESUME_CONFIG)
+  reference, killed = str(tmp_path / 'reference'), str(tmp_path / 'killed')
+  started = time.perf_counter()
+  done = subprocess.run(_command(config_path, reference), cwd=ROOT, env=_env(data_dir),
+                        capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  duration = time.perf_counter() - started
+  # Kill moments spread over a run: during start-up and compilation, mid-training, late
+  # (recording writes happen throughout). Each kill is followed by the same command.
+  kills = 0
+  for fraction in (0.15, 0.45, 0.6, 0.8):
+    process = subprocess.Popen(_command(config_path, killed), cwd=ROOT, env=_env(data_dir),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(fraction * duration)
+    if process.poll() is None:
+      process.send_signal(signal.SIGKILL)
+      kills += 1
+    process.wait()
+  assert kills >= 2, 'the run finished before it could be killed: make it longer'
+  done = subprocess.run(_command(config_path, killed), cwd=ROOT, env=_env(data_dir),
+                        capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  a, b = ensembles.load_trajectories(reference), ensembles.load_trajectories(killed)
+  np.testing.assert_array_equal(a.steps, b.steps)
+  for split in ('train', 'test'):
+    np.testing.assert_array_equal(a.probs(split), b.probs(split))
+  for k in a.metrics:
+    np.testing.assert_array_equal(a.metrics[k], b.metrics[k])
+  for cohort in (0, 1):
+    for x, y in zip(_state_arrays(reference, cohort), _state_arrays(killed, cohort)):
+      np.testing.assert_array_equal(x, y)
