@@ -52,3 +52,14 @@ def test_launch_run_rejects_unknown_color_before_training(data_dir, tmp_path):
                  '--color_by=colour'], data_dir, timeout=120)
   assert result.returncode != 0 and "--color_by='colour'" in result.stderr
   assert not os.path.exists(workdir)
+
+
+def test_malformed_config_file_is_one_clear_error(data_dir, tmp_path):
+  config_path = tmp_path / 'broken.py'
+  config_path.write_text('def get_config(:\n  pass\n')
+  workdir = str(tmp_path / 'run')
+  result = _run(['launch.train', f'--config={config_path}', f'--workdir={workdir}'], data_dir,
+                timeout=120)
+  assert result.returncode != 0
+  assert 'broken.py' in result.stderr and 'SyntaxError' in result.stderr
+  assert not os.path.exists(workdir)
