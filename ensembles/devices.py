@@ -13,6 +13,7 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MEMBER_AXIS = 'members'
@@ -38,6 +39,42 @@ def use_cpu_cores() -> int | None:
   except RuntimeError:  # The backend already started: its devices stay.
     return None
   return count
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Starts JAX's multi-controller runtime (one process per host) before any computation.
+
+  With no arguments ``jax.distributed.initialize`` detects SLURM, TPU pods and Open MPI;
+  elsewhere give all three (named as jax.distributed's own arguments).
+  """
+  given = [coordinator_address, num_processes, process_id]
+  if any(v is not None for v in given) and not all(v is not None for v in given):
+    raise ValueError('--coordinator_address, --num_processes and --process_id go together: '
+                     f'got {given}.')
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+
+
+def put(tree, shardings):
+  """Places host arrays (the same on every process) as global arrays with ``shardings``.
+
+  Works on one process and across hosts alike: each process fills only its own shards.
+  """
+  def one(x, sharding):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  if isinstance(shardings, jax.sharding.Sharding):
+    return jax.tree.map(lambda x: one(x, shardings), tree)
+  return jax.tree.map(one, tree, shardings)
+
+
+def to_host(x) -> np.ndarray:
+  """A global array as one NumPy array on every process."""
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def member_mesh(devices=None) -> Mesh:

@@ -16,6 +16,7 @@ import shutil
 import time
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -185,32 +186,47 @@ def plan(config: ml_collections.ConfigDict) -> _Plan:
 
 
 def _say(message: str) -> None:
-  """Progress goes to stdout (also in notebooks), apart from library logs."""
-  print(message, flush=True)
+  """Progress goes to stdout (also in notebooks), apart from library logs; process 0 only."""
+  if jax.process_index() == 0:
+    print(message, flush=True)
 
 
 def _prepare_workdir(workdir: str, manifest: dict, overwrite: bool) -> None:
-  """Refuses a workdir that holds another sweep, unless ``overwrite``."""
-  if overwrite and os.path.isdir(workdir):
+  """Refuses a workdir that holds another sweep, unless ``overwrite``; writes sweep.json.
+
+  Every process checks (and raises the same error); only process 0 writes.
+  """
+  writer = jax.process_index() == 0
+  if overwrite and os.path.isdir(workdir) and writer:
     shutil.rmtree(workdir)
+  _sync('overwrite')
+  fresh = True
   if os.path.exists(os.path.join(workdir, store_lib.SWEEP_FILE)):
     stored = store_lib.read_manifest(workdir)
-    same = all(stored.get(k) == manifest[k] for k in ('members', 'epochs', 'probes', 'record'))
-    if same:
-      return
-    raise sweep_lib.ConfigError(
-        f'workdir {workdir!r} holds a different sweep (its sweep.json lists other members, '
-        'recording grid or probes). Use a new workdir, or pass overwrite=True '
-        '(--overwrite) to delete the stored trajectories.')
-  if os.path.isdir(workdir) and os.listdir(workdir):
+    if any(stored.get(k) != manifest[k] for k in ('members', 'epochs', 'probes', 'record')):
+      raise sweep_lib.ConfigError(
+          f'workdir {workdir!r} holds a different sweep (its sweep.json lists other members, '
+          'recording grid or probes). Use a new workdir, or pass overwrite=True '
+          '(--overwrite) to delete the stored trajectories.')
+    fresh = False
+  elif os.path.isdir(workdir) and os.listdir(workdir):
     raise sweep_lib.ConfigError(
         f'workdir {workdir!r} is not empty and holds no sweep.json: refusing to write into it. '
         'Use a new or empty workdir, or pass overwrite=True (--overwrite).')
-  try:
-    store_lib.write_manifest(workdir, manifest)
-  except OSError as e:
-    raise sweep_lib.ConfigError(f'workdir {workdir!r} cannot be written ({e}); give a '
-                                'writable directory with free space.') from e
+  _sync('checked')  # Every process has looked before process 0 writes.
+  if fresh and writer:
+    try:
+      store_lib.write_manifest(workdir, manifest)
+    except OSError as e:
+      raise sweep_lib.ConfigError(f'workdir {workdir!r} cannot be written ({e}); give a '
+                                  'writable directory with free space.') from e
+  _sync('manifest')
+
+
+def _sync(name: str) -> None:
+  """A barrier across processes (nothing on one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'ensembles:{name}')
 
 
 def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -> CohortSummary:
@@ -258,8 +274,8 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
     writer.close()
   if evaluation is None:  # Finished earlier: read the final metrics back.
     evaluation = compiled.evaluate(state, probes)
-  alive = np.asarray(state.alive)[:cohort.size]
-  mean = lambda x: float(np.nanmean(np.asarray(x)[:cohort.size])) if alive.any() else float('nan')
+  alive = devices.to_host(state.alive)[:cohort.size]
+  mean = lambda x: float(np.nanmean(devices.to_host(x)[:cohort.size])) if alive.any() else np.nan
   return CohortSummary(
       index=c, description=cohort.describe(), members=cohort.size, steps=int(steps[-1]),
       compile_seconds=compiled.compile_seconds, train_seconds=train_seconds,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -105,12 +106,18 @@ class CohortWriter:
     self._rows = slice(0, num_members)  # Padding members beyond are not recorded.
     # A killed run leaves unfinished step directories under temporary names: never read,
     # removed here before writing again.
+    # Across hosts, each manager needs barriers of its own (they are keyed by step).
+    barriers = lambda name: ocp.options.MultiprocessingOptions(
+        barrier_sync_key_prefix=f'{os.path.basename(directory)}-{name}')
     self._records = ocp.CheckpointManager(
         os.path.join(directory, 'records'), item_names=(RECORD_ITEM,),
-        options=ocp.CheckpointManagerOptions(cleanup_tmp_directories=True))
+        options=ocp.CheckpointManagerOptions(
+            cleanup_tmp_directories=True, multiprocessing_options=barriers('records')))
     self._state = ocp.CheckpointManager(
         os.path.join(directory, 'state'), item_names=(STATE_ITEM,),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, cleanup_tmp_directories=True))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, cleanup_tmp_directories=True,
+            multiprocessing_options=barriers('state')))
 
   def recorded(self) -> set[int]:
     return set(self._records.all_steps())
@@ -121,13 +128,15 @@ class CohortWriter:
   def write_record(self, index: int, state: train_lib.CohortState,
                    evaluation: train_lib.Evaluation) -> None:
     """Saves the record of recording time ``index`` (asynchronously)."""
+    # Global (possibly multi-host) arrays go to Orbax as they are; the copies keep the
+    # record valid while the next chunk donates the state's buffers.
     rows = self._rows
     record = dict(
-        step=np.asarray(state.step, np.int64),
-        diverged_at=np.asarray(state.diverged_at, np.int64)[rows],
-        train_probs=np.asarray(evaluation.train_probs[rows], self._dtype),
-        test_probs=np.asarray(evaluation.test_probs[rows], self._dtype),
-        **{k: np.asarray(getattr(evaluation, k))[rows] for k in METRICS})
+        step=jnp.copy(state.step),
+        diverged_at=state.diverged_at[rows],
+        train_probs=evaluation.train_probs[rows].astype(self._dtype),
+        test_probs=evaluation.test_probs[rows].astype(self._dtype),
+        **{k: getattr(evaluation, k)[rows] for k in METRICS})
     self._records.save(index, args=ocp.args.Composite(
         **{RECORD_ITEM: ocp.args.StandardSave(record)}))
 
@@ -149,3 +158,5 @@ class CohortWriter:
 
 
 METRICS = ('train_loss', 'train_accuracy', 'test_loss', 'test_accuracy')
+# Every array of one record (see ``CohortWriter.write_record``).
+RECORD_KEYS = ('step', 'diverged_at', 'train_probs', 'test_probs') + METRICS

@@ -65,18 +65,23 @@ def read_manifest(workdir: str) -> dict[str, Any]:
   return manifest
 
 
-def _restore_record(checkpointer: ocp.StandardCheckpointer, directory: str,
+def _restore_record(checkpointer: ocp.PyTreeCheckpointer, directory: str,
                     index: int) -> dict[str, np.ndarray]:
-  """Reads recording time ``index`` of one cohort; a clear error if missing or torn."""
+  """Reads recording time ``index`` of one cohort as NumPy arrays, whatever wrote it.
+
+  Restoring as ``np.ndarray`` ignores the devices and hosts that saved the arrays, so a
+  store written by a pod reads on a laptop. Missing or torn → a clear ``StoreError``.
+  """
   path = os.path.join(directory, 'records', str(index), record_lib.RECORD_ITEM)
   if not os.path.isdir(path):
     raise StoreError(f'recording step {index} is missing: {path} does not exist '
                      '(training unfinished, or the store was damaged).')
   try:
-    restored = checkpointer.restore(path)
+    as_numpy = {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in record_lib.RECORD_KEYS}
+    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
   except Exception as e:  # Orbax raises many types for torn files.
     raise StoreError(f'recording step {index} cannot be read from {path}: {e}') from e
-  return {k: np.asarray(v) for k, v in restored.items()}
+  return dict(restored)
 
 
 class Trajectories:
@@ -94,6 +99,7 @@ class Trajectories:
   """
 
   def __init__(self, workdir: str, allow_partial: bool = False):
+    workdir = os.path.abspath(workdir)  # Orbax reads absolute paths only.
     self.workdir = workdir
     manifest = read_manifest(workdir)
     self.members: list[dict[str, Any]] = manifest['members']
@@ -109,7 +115,7 @@ class Trajectories:
     shapes = {s: (num, times, len(self._probes[f'{s}_labels']), self.num_classes)
               for s in SPLITS}
     probs = {s: np.full(shapes[s], np.nan, np.float32) for s in SPLITS}
-    checkpointer = ocp.StandardCheckpointer()
+    checkpointer = ocp.PyTreeCheckpointer()
     for cohort in manifest['cohorts']:
       rows = np.asarray(cohort['members'])
       directory = cohort_dir(workdir, cohort['index'])

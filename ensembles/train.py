@@ -300,8 +300,10 @@ def place(mesh: jax.sharding.Mesh, hp: MemberHparams, dataset: data_lib.Dataset,
   Members are sharded over ``mesh``; the dataset and probes are replicated on every device.
   """
   rep = devices.replicated(mesh)
-  return (jax.device_put(hp, devices.member_shardings(hp, mesh)),
-          data_lib.to_device(dataset, rep), jax.device_put(probes, rep))
+  return (devices.put(hp, devices.member_shardings(hp, mesh)),
+          dataset.replace(**{k: devices.put(getattr(dataset, k), rep)
+                             for k in ('x_train', 'y_train', 'x_test', 'y_test', 'mean', 'std')}),
+          devices.put(probes, rep))
 
 
 def _split_batches(x, batch_size: int):
@@ -315,9 +317,10 @@ def _split_batches(x, batch_size: int):
 
 def make_probes(dataset: data_lib.Dataset, train_indices: np.ndarray,
                 test_indices: np.ndarray) -> Probes:
-  """Normalised probe arrays, computed once on the host and put on device."""
-  norm = lambda x: data_lib.normalize(jnp.asarray(x), dataset.mean, dataset.std)
+  """Normalised probe arrays, computed once on the host (``place`` puts them on devices)."""
+  norm = lambda x: np.asarray(data_lib.normalize(x, np.asarray(dataset.mean),
+                                                 np.asarray(dataset.std)))
   return Probes(x_train=norm(np.asarray(dataset.x_train)[train_indices]),
-                y_train=jnp.asarray(np.asarray(dataset.y_train)[train_indices]),
+                y_train=np.asarray(dataset.y_train)[train_indices],
                 x_test=norm(np.asarray(dataset.x_test)[test_indices]),
-                y_test=jnp.asarray(np.asarray(dataset.y_test)[test_indices]))
+                y_test=np.asarray(dataset.y_test)[test_indices])

@@ -1,0 +1,29 @@
+"""Flags shared by the training entry points, and process start-up."""
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+import ensembles
+from ensembles import devices
+
+CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep config file.', lock_config=True)
+WORKDIR = flags.DEFINE_string('workdir', None, 'Where the trajectories store goes.')
+OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Delete what the workdir holds first.')
+DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Start jax.distributed, detecting SLURM / TPU pods / Open MPI.')
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+    'coordinator_address', None, 'jax.distributed: host:port of process 0.')
+NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'jax.distributed: process count.')
+PROCESS_ID = flags.DEFINE_integer('process_id', None, 'jax.distributed: this process.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def train() -> ensembles.TrainSummary:
+  """Starts the process (logging, multi-host runtime), trains, prints the table."""
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  if DISTRIBUTED.value or COORDINATOR_ADDRESS.value is not None:
+    devices.initialize_distributed(COORDINATOR_ADDRESS.value, NUM_PROCESSES.value,
+                                   PROCESS_ID.value)
+  summary = ensembles.train_and_record(CONFIG.value, WORKDIR.value, overwrite=OVERWRITE.value)
+  print(summary.table())
+  return summary
