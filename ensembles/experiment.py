@@ -237,11 +237,17 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
       mesh, train_lib.member_hparams(cohort.hparams, devices.padded_size(cohort.size, mesh)),
       dataset, train_lib.make_probes(dataset, plan_.probes['train']['indices'],
                                      plan_.probes['test']['indices']))
-  writer = record_lib.CohortWriter(store_lib.cohort_dir(workdir, cohort.index), plan_.record.dtype,
-                                   cohort.size)
+  directory = store_lib.cohort_dir(workdir, cohort.index)
+  writer = record_lib.CohortWriter(directory, plan_.record.dtype, cohort.size)
+  latest = writer.latest_state_step()
+  if latest == len(steps) - 1:  # Finished in an earlier run: nothing to compile.
+    writer.close()
+    final = store_lib.read_record(directory, latest)
+    _say(f'cohort {c + 1}/{len(plan_.cohorts)} {cohort.describe()}: finished earlier')
+    return _summary(c, cohort, steps, final, compile_seconds=0.0, train_seconds=0.0,
+                    done_steps=0, resumed_from_step=int(steps[latest]))
   try:
     compiled = program.compile(hp, dataset, probes, mesh)
-    latest = writer.latest_state_step()
     if latest is None:
       state, first = compiled.init(hp), 0
     else:
@@ -250,7 +256,6 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
     recorded = writer.recorded()
     started = last_log = last_checkpoint = time.perf_counter()
     done_steps = 0
-    evaluation = None
     for t in range(first, len(steps)):
       num_steps = int(steps[t] - (steps[t - 1] if t else 0))
       if num_steps:
@@ -272,16 +277,26 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
     train_seconds = time.perf_counter() - started
   finally:
     writer.close()
-  if evaluation is None:  # Finished earlier: read the final metrics back.
-    evaluation = compiled.evaluate(state, probes)
-  alive = devices.to_host(state.alive)[:cohort.size]
-  mean = lambda x: float(np.nanmean(devices.to_host(x)[:cohort.size])) if alive.any() else np.nan
+  final = dict(diverged_at=devices.to_host(state.diverged_at)[:cohort.size],
+               **{k: devices.to_host(getattr(evaluation, k))[:cohort.size]
+                  for k in ('train_accuracy', 'test_accuracy')})
+  return _summary(c, cohort, steps, final, compile_seconds=compiled.compile_seconds,
+                  train_seconds=train_seconds, done_steps=done_steps,
+                  resumed_from_step=None if latest is None else int(steps[latest]))
+
+
+def _summary(c: int, cohort: sweep_lib.Cohort, steps: np.ndarray, final: dict[str, np.ndarray],
+             compile_seconds: float, train_seconds: float, done_steps: int,
+             resumed_from_step: int | None) -> CohortSummary:
+  """A cohort's summary from its final record (diverged_at and accuracies per member)."""
+  alive = final['diverged_at'] < 0
+  mean = lambda k: float(np.nanmean(final[k])) if alive.any() else float('nan')
   return CohortSummary(
       index=c, description=cohort.describe(), members=cohort.size, steps=int(steps[-1]),
-      compile_seconds=compiled.compile_seconds, train_seconds=train_seconds,
+      compile_seconds=compile_seconds, train_seconds=train_seconds,
       model_steps_per_second=cohort.size * done_steps / max(train_seconds, 1e-9),
-      train_accuracy=mean(evaluation.train_accuracy), test_accuracy=mean(evaluation.test_accuracy),
-      diverged=int((~alive).sum()), resumed_from_step=None if latest is None else int(steps[latest]))
+      train_accuracy=mean('train_accuracy'), test_accuracy=mean('test_accuracy'),
+      diverged=int((~alive).sum()), resumed_from_step=resumed_from_step)
 
 
 def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,

@@ -65,6 +65,12 @@ def read_manifest(workdir: str) -> dict[str, Any]:
   return manifest
 
 
+def read_record(directory: str, index: int) -> dict[str, np.ndarray]:
+  """Recording time ``index`` of the cohort stored in ``directory`` (see ``cohort_dir``)."""
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    return _restore_record(checkpointer, directory, index)
+
+
 def _restore_record(checkpointer: ocp.PyTreeCheckpointer, directory: str,
                     index: int) -> dict[str, np.ndarray]:
   """Reads recording time ``index`` of one cohort as NumPy arrays, whatever wrote it.
