@@ -120,8 +120,13 @@ def _choose_points(num_members: int, num_times: int, max_points: int, notes: lis
 
 
 def _progress_grid(progress_ExT: np.ndarray, size: int, notes: list[str]) -> np.ndarray:
-  """Progress values every member reaches, or the overall range if they share none."""
-  lo, hi = float(progress_ExT[:, 0].max()), float(progress_ExT.max(axis=1).min())
+  """From where every member starts to where the median member gets.
+
+  A pair is compared only where both members reach (``resample``'s mask), so one slow member
+  does not shrink the grid for all others.
+  """
+  lo = float(progress_ExT[:, 0].max())
+  hi = float(np.median(progress_ExT.max(axis=1)))
   if hi <= lo:
     lo, hi = float(progress_ExT[:, 0].min()), float(progress_ExT.max())
     notes.append('Trajectories share no progress range; comparing each pair where both reach.')
