@@ -17,22 +17,10 @@ from ensembles import store as store_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _config(data_dir, **sweep):
-  config = ensembles.default_config()
-  config.data.data_dir = data_dir
-  config.hparams.update(dict(width=16, depth=1, epochs=2))
-  config.train.log_every_seconds = 1e9
-  config.record.train_probe_size = 100
-  config.record.test_probe_size = 100
-  for name, values in sweep.items():
-    config.sweep[name] = values
-  return config
-
-
-def test_diverged_member_is_frozen_flagged_and_leaves_its_cohort_untouched(data_dir, tmp_path):
+def test_diverged_member_is_frozen_flagged_and_leaves_its_cohort_untouched(small_config, tmp_path):
   sane, wild = str(tmp_path / 'sane'), str(tmp_path / 'wild')
-  ensembles.train_and_record(_config(data_dir, learning_rate=(0.05, 0.1), seed=(0, 1)), sane)
-  ensembles.train_and_record(_config(data_dir, learning_rate=(0.05, 1e4), seed=(0, 1)), wild)
+  ensembles.train_and_record(small_config(learning_rate=(0.05, 0.1), seed=(0, 1)), sane)
+  ensembles.train_and_record(small_config(learning_rate=(0.05, 1e4), seed=(0, 1)), wild)
   a, b = ensembles.load_trajectories(sane), ensembles.load_trajectories(wild)
   assert a.status == ['ok'] * 4
   assert b.status == ['ok', 'ok', 'diverged', 'diverged']
@@ -50,9 +38,9 @@ def test_diverged_member_is_frozen_flagged_and_leaves_its_cohort_untouched(data_
     np.testing.assert_array_equal(v[:2], b.metrics[k][:2])
 
 
-def test_missing_or_torn_recording_step_is_a_clear_error(data_dir, tmp_path):
+def test_missing_or_torn_recording_step_is_a_clear_error(small_config, tmp_path):
   workdir = str(tmp_path)
-  ensembles.train_and_record(_config(data_dir), workdir)
+  ensembles.train_and_record(small_config(), workdir)
   records = os.path.join(store_lib.cohort_dir(workdir, 0), 'records')
   shutil.rmtree(os.path.join(records, '2'))
   with pytest.raises(ensembles.StoreError, match=r'recording step 2 is missing: .*records/2/'):
@@ -75,12 +63,12 @@ def test_missing_or_torn_recording_step_is_a_clear_error(data_dir, tmp_path):
   assert np.isnan(traj.probs()[:, 3]).all() and np.isfinite(traj.probs()[:, 4]).all()
 
 
-def test_unwritable_workdir_fails_before_training(data_dir, tmp_path):
+def test_unwritable_workdir_fails_before_training(small_config, tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a directory')
   # A workdir below a regular file cannot be created, whoever runs the test (root included).
   with pytest.raises(ensembles.ConfigError, match='cannot be written'):
-    ensembles.train_and_record(_config(data_dir), str(blocker / 'run'))
+    ensembles.train_and_record(small_config(), str(blocker / 'run'))
 
 
 _RESUME_CONFIG = '''

@@ -1,5 +1,6 @@
 """Tests for ensembles.models: every family on every supported input shape, vmap over members,
-init_scale, BatchNorm modes, FLOP counts against hand-computed closed forms, and config errors.
+init_scale, BatchNorm modes, FLOP counts against hand-computed closed forms, config errors, and
+every convolution formulation (forward and gradients under vmap) against a NumPy reference.
 
 Speed: each (arch, input shape) compiles one function that does everything the per-case tests
 check, cached across tests; compiles use XLA backend optimisation level 0, which cuts CPU compile
@@ -7,6 +8,7 @@ time 3-6x (a WRN-10-1 init: 9 s -> 1.6 s) and does not change what is computed.
 """
 
 import functools
+import itertools
 import math
 
 import chex
@@ -15,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ensembles.models import ARCHS, ModelConfig, Network, build_network
+from ensembles.models import ARCHS, CONV_FORMULATIONS, ModelConfig, Network, build_network
+from ensembles.models import conv as conv_lib
 
 # XLA options for test compiles (see the module docstring).
 _FAST_COMPILE_OPTIONS = {
@@ -345,3 +348,144 @@ def test_networks_are_hashable_and_equal_when_built_equal():
   assert a == b and hash(a) == hash(b)
   assert a != c
   assert hash(ModelConfig('mlp', 8, 1)) == hash(ModelConfig('mlp', np.int64(8), 1))
+
+
+# ------------------------------------------------------------------------------------------
+# Convolution formulations (ensembles.models.conv) against a float64 NumPy reference.
+
+# float32 sums of at most a few hundred products against float64: relative to the largest value.
+_CONV_RTOL = 1e-5
+# (spatial input shape, kernel, stride, pads, in features, out features, depthwise): stride 1;
+# stride 2 on an odd size; an output smaller than the kernel (member_loop falls back to
+# im2col); asymmetric pads of an even kernel; 1-D stride 2; depthwise 5x5 (ConvMixer).
+_CONV_CASES = {
+  '2d-s1': ((6, 5), (3, 3), (1, 1), ((1, 1), (1, 1)), 3, 4, False),
+  '2d-s2-odd': ((7, 7), (3, 3), (2, 2), ((1, 1), (1, 1)), 2, 3, False),
+  '2d-tiny': ((2, 2), (3, 3), (1, 1), ((1, 1), (1, 1)), 3, 2, False),
+  '2d-k4': ((5, 6), (4, 4), (1, 1), ((2, 1), (2, 1)), 2, 3, False),
+  '1d-s2': ((9,), (3,), (2,), ((1, 1),), 2, 3, False),
+  'depthwise': ((4, 4), (5, 5), (1, 1), ((2, 2), (2, 2)), 3, 3, True),
+}
+# in_axes of (x, w) under vmap over members: both per member, a shared input (probes at
+# evaluation), shared weights (one network on several batches).
+_CONV_VMAP_AXES = {'both': (0, 0), 'shared-x': (None, 0), 'shared-w': (0, None)}
+_CONV_BATCH = 2
+
+
+def _numpy_conv_and_vjp(x_BxPxI, w_KxIxO, g_BxQxO, strides, pads, depthwise):
+  """Direct float64 convolution and its VJP (dx, dw), one kernel tap at a time."""
+  x_pad = np.pad(x_BxPxI.astype(np.float64), [(0, 0), *pads, (0, 0)])
+  w = w_KxIxO.astype(np.float64)
+  g = g_BxQxO.astype(np.float64)
+  kernel = w.shape[:-2]
+  out_sizes = [(n + lo + hi - k) // s + 1
+               for n, k, s, (lo, hi) in zip(x_BxPxI.shape[1:-1], kernel, strides, pads)]
+  out = np.zeros((x_BxPxI.shape[0], *out_sizes, w.shape[-1]))
+  dx_pad, dw = np.zeros_like(x_pad), np.zeros_like(w)
+  for tap in itertools.product(*(range(k) for k in kernel)):
+    window = (slice(None), *(slice(t, t + (q - 1) * s + 1, s)
+                             for t, q, s in zip(tap, out_sizes, strides)), slice(None))
+    if depthwise:
+      out += x_pad[window] * w[tap][0]
+      dw[tap][0] = (x_pad[window] * g).sum(axis=tuple(range(g.ndim - 1)))
+      dx_pad[window] += g * w[tap][0]
+    else:
+      out += x_pad[window] @ w[tap]
+      dw[tap] = np.tensordot(x_pad[window], g, axes=(range(g.ndim - 1), range(g.ndim - 1)))
+      dx_pad[window] += g @ w[tap].T
+  crop = (slice(None), *(slice(lo, lo + n) for (lo, _), n in zip(pads, x_BxPxI.shape[1:-1])),
+          slice(None))
+  return out, dx_pad[crop], dw
+
+
+@functools.cache
+def _conv_case_results(case: str, axes: str, members: int):
+  """Per formulation: vmapped (y, dx, dw) for seeded inputs, plus the inputs (numpy)."""
+  spatial, kernel, strides, pads, fan_in, fan_out, depthwise = _CONV_CASES[case]
+  x_axis, w_axis = _CONV_VMAP_AXES[axes]
+  rng = np.random.default_rng(len(spatial) * 100 + members)
+  x_shape = (_CONV_BATCH, *spatial, fan_in)
+  w_shape = (*kernel, 1 if depthwise else fan_in, fan_out)
+  x = rng.standard_normal(((members,) if x_axis == 0 else ()) + x_shape).astype(np.float32)
+  w = rng.standard_normal(((members,) if w_axis == 0 else ()) + w_shape).astype(np.float32)
+  channels_last = ('NWC', 'WIO', 'NWC') if len(spatial) == 1 else ('NHWC', 'HWIO', 'NHWC')
+
+  def per_formulation(x, w, g):
+    results = {}
+    for formulation in CONV_FORMULATIONS:
+      conv = functools.partial(
+        conv_lib.Convolution(formulation), window_strides=strides, padding=pads,
+        dimension_numbers=channels_last, feature_group_count=fan_in if depthwise else 1)
+
+      def member(x_one, w_one, g_one, conv=conv):
+        y, vjp = jax.vjp(lambda a, b: conv(a, b), x_one, w_one)
+        return (y, *vjp(g_one))
+
+      results[formulation] = jax.vmap(member, in_axes=(x_axis, w_axis, 0))(x, w, g)
+    return results
+
+  out_sizes = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, kernel, strides,
+                                                                      pads)]
+  g = rng.standard_normal((members, _CONV_BATCH, *out_sizes, fan_out)).astype(np.float32)
+  results = jax.tree.map(np.asarray, _compile(per_formulation, x, w, g)(x, w, g))
+  return results, x, w, g
+
+
+@pytest.mark.parametrize('members', [4, 3], ids=['E4', 'E3'])
+@pytest.mark.parametrize('axes', list(_CONV_VMAP_AXES))
+@pytest.mark.parametrize('case', list(_CONV_CASES))
+def test_conv_formulations_match_numpy_forward_and_gradients_under_vmap(case, axes, members):
+  if members == 3 and axes != 'both':
+    pytest.skip('E=3 (not a multiple of the device count) only needs the looped path once')
+  _, kernel, strides, pads, _, _, depthwise = _CONV_CASES[case]
+  results, x, w, g = _conv_case_results(case, axes, members)
+  x_axis, w_axis = _CONV_VMAP_AXES[axes]
+  for e in range(members):
+    x_e = x[e] if x_axis == 0 else x
+    w_e = w[e] if w_axis == 0 else w
+    expected = _numpy_conv_and_vjp(x_e, w_e, g[e], strides, pads, depthwise)
+    for formulation, outputs in results.items():
+      for name, got, want in zip(('y', 'dx', 'dw'), outputs, expected, strict=True):
+        np.testing.assert_allclose(
+          got[e], want, rtol=0, atol=_CONV_RTOL * np.abs(want).max(),
+          err_msg=f'{formulation} {name} member {e} ({case}, {axes}, kernel {kernel})')
+
+
+def test_conv_formulation_validation_and_defaults():
+  with pytest.raises(ValueError, match=r"formulation='fft'.*'im2col'"):
+    conv_lib.Convolution('fft')
+  assert conv_lib.Convolution().resolved() == conv_lib.DEFAULT_FORMULATIONS.get(
+    jax.default_backend(), conv_lib.FALLBACK_FORMULATION)
+  assert conv_lib.Convolution('lax') == conv_lib.Convolution('lax')
+  assert hash(conv_lib.Convolution('im2col')) == hash(conv_lib.Convolution('im2col'))
+  network = _network('cnn', (8, 8, 1))
+  with pytest.raises(ValueError, match='formulation'):
+    network.with_conv_formulation('fft')
+  assert _network('mlp', (8, 8, 1)).with_conv_formulation('lax') == _network('mlp', (8, 8, 1))
+  assert network.with_conv_formulation('lax') != network
+
+
+@pytest.mark.parametrize('name', ['cnn', 'resnet', 'convmixer'])
+def test_conv_formulation_keeps_parameters_flops_and_logits(name):
+  """Init (names, shapes, values) and FLOPs do not depend on the formulation; logits agree."""
+  network = _network(name, (8, 8, 1))
+  x_BxS = _inputs((8, 8, 1), 1)
+  key = _member_keys()[0]
+
+  def run(key, x_BxS):
+    out = {}
+    for formulation in CONV_FORMULATIONS:
+      variant = network.with_conv_formulation(formulation)
+      params, state = variant.init(key)
+      logits_BxC, _ = variant.apply(params, state, x_BxS, train=True)
+      out[formulation] = (params, logits_BxC)
+    return out
+
+  out = jax.tree.map(np.asarray, _compile(run, key, x_BxS)(key, x_BxS))
+  reference_params, reference_logits = out['lax']
+  for formulation, (params, logits_BxC) in out.items():
+    chex.assert_trees_all_equal(params, reference_params)
+    np.testing.assert_allclose(logits_BxC, reference_logits, rtol=1e-4, atol=_REORDER_ATOL,
+                               err_msg=formulation)
+    assert (network.with_conv_formulation(formulation).flops_per_example()
+            == network.flops_per_example())

@@ -17,18 +17,6 @@ from ensembles import sweep as sweep_lib
 from ensembles import train as train_lib
 
 
-def _config(data_dir, epochs=1, **sweep):
-  config = ensembles.default_config()
-  config.data.data_dir = data_dir
-  config.hparams.update(dict(width=16, depth=1, epochs=epochs, batch_size=64))
-  config.train.log_every_seconds = 0.0
-  config.record.train_probe_size = 200
-  config.record.test_probe_size = 100
-  for name, values in sweep.items():
-    config.sweep[name] = values
-  return config
-
-
 def test_recording_grid_dense_early_sparse_late():
   cfg = record_lib.RecordConfig.from_config(record_lib.default_record_config())
   grid = record_lib.recording_epochs(23, cfg)
@@ -107,9 +95,9 @@ def test_train_compiles_once_for_any_chunk_length(data_dir):
   assert int(state.step) == 37
 
 
-def test_learning_rate_zero_member_keeps_its_initial_predictions(data_dir, tmp_path):
+def test_learning_rate_zero_member_keeps_its_initial_predictions(small_config, tmp_path):
   # No BatchNorm: its running statistics move even at learning rate 0.
-  config = _config(data_dir, epochs=2, learning_rate=(0.0, 0.1), seed=(0, 1))
+  config = small_config(epochs=2, learning_rate=(0.0, 0.1), seed=(0, 1))
   config.hparams.norm = False
   ensembles.train_and_record(config, str(tmp_path))
   traj = ensembles.load_trajectories(str(tmp_path))
@@ -123,8 +111,8 @@ def test_learning_rate_zero_member_keeps_its_initial_predictions(data_dir, tmp_p
       assert change > 0.05, f'member {e} with learning rate {lr} barely moved ({change})'
 
 
-def test_store_round_trip(data_dir, tmp_path):
-  config = _config(data_dir, epochs=2, arch=('mlp', 'cnn'), seed=(0, 1))
+def test_store_round_trip(small_config, data_dir, tmp_path):
+  config = small_config(epochs=2, arch=('mlp', 'cnn'), seed=(0, 1))
   summary = ensembles.train_and_record(config, str(tmp_path))
   assert summary.num_members == 4 and len(summary.cohorts) == 2
   traj = ensembles.load_trajectories(str(tmp_path))
@@ -151,8 +139,8 @@ def test_store_round_trip(data_dir, tmp_path):
   assert traj.metrics['train_accuracy'][:, -1].min() > 0.5
 
 
-def test_float16_storage_and_rerun_resumes_without_training(data_dir, tmp_path):
-  config = _config(data_dir, epochs=1)
+def test_float16_storage_and_rerun_resumes_without_training(small_config, tmp_path):
+  config = small_config(epochs=1)
   config.record.dtype = 'float16'
   ensembles.train_and_record(config, str(tmp_path))
   again = ensembles.train_and_record(config, str(tmp_path))
@@ -163,19 +151,19 @@ def test_float16_storage_and_rerun_resumes_without_training(data_dir, tmp_path):
   np.testing.assert_allclose(probs.sum(-1), 1.0, atol=5e-3)
 
 
-def test_workdir_with_another_sweep_is_refused(data_dir, tmp_path):
-  ensembles.train_and_record(_config(data_dir, seed=(0,)), str(tmp_path))
+def test_workdir_with_another_sweep_is_refused(small_config, tmp_path):
+  ensembles.train_and_record(small_config(seed=(0,)), str(tmp_path))
   with pytest.raises(ensembles.ConfigError, match='holds a different sweep'):
-    ensembles.train_and_record(_config(data_dir, seed=(0, 1)), str(tmp_path))
-  summary = ensembles.train_and_record(_config(data_dir, seed=(0, 1)), str(tmp_path),
+    ensembles.train_and_record(small_config(seed=(0, 1)), str(tmp_path))
+  summary = ensembles.train_and_record(small_config(seed=(0, 1)), str(tmp_path),
                                        overwrite=True)
   assert summary.num_members == 2
 
 
-def test_non_store_and_other_format_version_give_clear_errors(data_dir, tmp_path):
+def test_non_store_and_other_format_version_give_clear_errors(small_config, tmp_path):
   with pytest.raises(ensembles.StoreError, match='is not a trajectories store'):
     ensembles.load_trajectories(str(tmp_path))
-  ensembles.train_and_record(_config(data_dir), str(tmp_path))
+  ensembles.train_and_record(small_config(), str(tmp_path))
   path = os.path.join(tmp_path, 'sweep.json')
   manifest = json.load(open(path))
   manifest['format_version'] = store_lib.FORMAT_VERSION + 1
@@ -188,8 +176,8 @@ def test_non_store_and_other_format_version_give_clear_errors(data_dir, tmp_path
     ('batch_size', 5000, 'hparams.batch_size=5000 is larger than the 1438 training examples'),
     ('arch', 'resnet', 'cohort 0'),  # depth 1 is not a Wide-ResNet depth.
 ])
-def test_bad_input_fails_before_anything_is_written(data_dir, tmp_path, key, value, message):
-  config = _config(data_dir)
+def test_bad_input_fails_before_anything_is_written(small_config, tmp_path, key, value, message):
+  config = small_config()
   config.hparams[key] = value
   workdir = os.path.join(tmp_path, 'run')
   with pytest.raises(ensembles.ConfigError, match=message):
