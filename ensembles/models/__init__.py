@@ -4,7 +4,9 @@ Public API:
   ARCHS: the registered architecture names ('mlp', 'cnn', 'resnet', 'vit', 'convmixer').
   ModelConfig: hashable architecture options (validated on construction).
   Network: ``init(key, init_scale)``, ``apply(params, model_state, x_BxS, train)``,
-    ``flops_per_example()``.
+    ``flops_per_example()``, ``with_conv_formulation(name)``.
+  CONV_FORMULATIONS: ways to compute convolutions ('lax', 'im2col', 'member_loop'); networks
+    use 'auto' (by backend, fast under ``jax.vmap`` over members; see ``models.conv``).
   build_network(config, input_shape, num_classes) -> Network.
 
 Example:
@@ -16,6 +18,15 @@ Example:
   (32, 10)
 """
 
+from ensembles.models.conv import FORMULATIONS as CONV_FORMULATIONS
 from ensembles.models.network import ARCHS, ModelConfig, ModelState, Network, Params, build_network
 
-__all__ = ['ARCHS', 'ModelConfig', 'ModelState', 'Network', 'Params', 'build_network']
+__all__ = [
+  'ARCHS',
+  'CONV_FORMULATIONS',
+  'ModelConfig',
+  'ModelState',
+  'Network',
+  'Params',
+  'build_network',
+]

@@ -16,10 +16,17 @@ Choices shared by all families (deliberate departures from Flax defaults are mar
     (slow on GPU, especially its backward pass).
   * Convolutions pad ``kernel // 2`` on each side (PyTorch style): size-preserving at stride 1,
     ``ceil(n / 2)`` outputs at stride 2, so even 8x8 inputs never collapse below 1x1.
+  * Convolutions are ``nn.Conv`` (same parameters and initialisation) computed by
+    ``conv.Convolution``: a formulation that stays fast under ``jax.vmap`` over members
+    (``conv_formulation``, default 'auto': chosen by backend; see ``ensembles.models.conv``).
 """
+
+import functools
 
 import flax.linen as nn
 import jax
+
+from ensembles.models import conv as conv_lib
 
 # BatchNorm running average: running = momentum * running + (1 - momentum) * batch. 0.9 is
 # PyTorch's momentum=0.1 (Flax's default is 0.99); the paper's networks were PyTorch.
@@ -75,8 +82,12 @@ def _conv(
   stride: int = 1,
   feature_group_count: int = 1,
   use_bias: bool = True,
+  formulation: str = conv_lib.AUTO,
 ) -> nn.Conv:
-  """A square convolution over ``spatial_ndim`` axes padded ``kernel // 2`` (PyTorch style)."""
+  """A square convolution over ``spatial_ndim`` axes padded ``kernel // 2`` (PyTorch style).
+
+  ``formulation`` picks how it is computed (``conv.Convolution``), never what.
+  """
   pad = (kernel_size // 2, (kernel_size - 1) // 2)
   return nn.Conv(
     features,
@@ -85,6 +96,7 @@ def _conv(
     padding=(pad,) * spatial_ndim,
     feature_group_count=feature_group_count,
     use_bias=use_bias,
+    conv_general_dilated=conv_lib.Convolution(formulation),
   )
 
 
@@ -143,12 +155,14 @@ class AllCNN(nn.Module):
     depth: number of downsampling blocks.
     norm: BatchNorm after each hidden conv (whose bias is then dropped as redundant).
     num_classes: logits per example.
+    conv_formulation: how convolutions are computed (``conv.Convolution``).
   """
 
   width: int
   depth: int
   norm: bool
   num_classes: int
+  conv_formulation: str = conv_lib.AUTO
 
   @nn.compact
   def __call__(self, x_BxPxF: jax.Array, train: bool) -> jax.Array:
@@ -161,7 +175,12 @@ class AllCNN(nn.Module):
 
     def conv_norm_relu(h_BxPxF: jax.Array, features: int, stride: int = 1) -> jax.Array:
       conv = _conv(
-        features, CNN_KERNEL_SIZE, spatial_ndim, stride=stride, use_bias=not self.norm
+        features,
+        CNN_KERNEL_SIZE,
+        spatial_ndim,
+        stride=stride,
+        use_bias=not self.norm,
+        formulation=self.conv_formulation,
       )
       return norm_relu(conv(h_BxPxF))
 
@@ -187,6 +206,7 @@ class _WideBasicBlock(nn.Module):
 
   features: int
   stride: int
+  conv_formulation: str = conv_lib.AUTO
 
   @nn.compact
   def __call__(self, h_BxHxWxF: jax.Array, train: bool) -> jax.Array:
@@ -196,11 +216,12 @@ class _WideBasicBlock(nn.Module):
     else:
       strided_BxHxWxF = a_BxHxWxF[:, :: self.stride, :: self.stride, :]
       shortcut_BxHxWxG = nn.Dense(self.features, use_bias=False)(strided_BxHxWxF)
-    r_BxHxWxG = _conv(self.features, WRN_KERNEL_SIZE, 2, stride=self.stride, use_bias=False)(
-      a_BxHxWxF
+    conv = functools.partial(
+      _conv, self.features, WRN_KERNEL_SIZE, 2, use_bias=False, formulation=self.conv_formulation
     )
+    r_BxHxWxG = conv(stride=self.stride)(a_BxHxWxF)
     r_BxHxWxG = nn.relu(_batch_norm(train)(r_BxHxWxG))
-    r_BxHxWxG = _conv(self.features, WRN_KERNEL_SIZE, 2, use_bias=False)(r_BxHxWxG)
+    r_BxHxWxG = conv()(r_BxHxWxG)
     return shortcut_BxHxWxG + r_BxHxWxG
 
 
@@ -215,19 +236,26 @@ class WideResNet(nn.Module):
     widen_factor: k.
     blocks_per_group: n = (depth - 4) / 6.
     num_classes: logits per example.
+    conv_formulation: how convolutions are computed (``conv.Convolution``).
   """
 
   widen_factor: int
   blocks_per_group: int
   num_classes: int
+  conv_formulation: str = conv_lib.AUTO
 
   @nn.compact
   def __call__(self, x_BxHxWxF: jax.Array, train: bool) -> jax.Array:
-    h_BxHxWxF = _conv(WRN_STEM_CHANNELS, WRN_KERNEL_SIZE, 2, use_bias=False)(x_BxHxWxF)
+    stem = _conv(
+      WRN_STEM_CHANNELS, WRN_KERNEL_SIZE, 2, use_bias=False, formulation=self.conv_formulation
+    )
+    h_BxHxWxF = stem(x_BxHxWxF)
     for channels, stride in zip(WRN_GROUP_CHANNELS, WRN_GROUP_STRIDES, strict=True):
       for block in range(self.blocks_per_group):
         h_BxHxWxF = _WideBasicBlock(
-          features=channels * self.widen_factor, stride=stride if block == 0 else 1
+          features=channels * self.widen_factor,
+          stride=stride if block == 0 else 1,
+          conv_formulation=self.conv_formulation,
         )(h_BxHxWxF, train)
     h_BxHxWxF = nn.relu(_batch_norm(train)(h_BxHxWxF))
     return nn.Dense(self.num_classes)(_global_average_pool(h_BxHxWxF))
@@ -304,6 +332,7 @@ class ConvMixer(nn.Module):
     kernel_size: side of the depthwise kernel.
     patch_size: side p of the square patches (divides H and W).
     num_classes: logits per example.
+    conv_formulation: how the depthwise convolutions are computed (``conv.Convolution``).
   """
 
   dim: int
@@ -311,13 +340,20 @@ class ConvMixer(nn.Module):
   kernel_size: int
   patch_size: int
   num_classes: int
+  conv_formulation: str = conv_lib.AUTO
 
   @nn.compact
   def __call__(self, x_BxHxWxF: jax.Array, train: bool) -> jax.Array:
     patches_BxHpxWpxQ = _patchify(x_BxHxWxF, self.patch_size)
     h_BxHxWxD = _batch_norm(train)(_gelu(nn.Dense(self.dim)(patches_BxHpxWpxQ)))
     for _ in range(self.depth):
-      depthwise = _conv(self.dim, self.kernel_size, 2, feature_group_count=self.dim)
+      depthwise = _conv(
+        self.dim,
+        self.kernel_size,
+        2,
+        feature_group_count=self.dim,
+        formulation=self.conv_formulation,
+      )
       h_BxHxWxD = h_BxHxWxD + _batch_norm(train)(_gelu(depthwise(h_BxHxWxD)))
       h_BxHxWxD = _batch_norm(train)(_gelu(nn.Dense(self.dim)(h_BxHxWxD)))
     return nn.Dense(self.num_classes)(_global_average_pool(h_BxHxWxD))

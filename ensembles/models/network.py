@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ensembles.models import architectures
+from ensembles.models import conv as conv_lib
 
 Params = Mapping[str, Any]
 ModelState = Mapping[str, Any]  # {} or {'batch_stats': ...}
@@ -182,11 +183,30 @@ class Network:
       return logits_BxC, dict(new_state)
     return self.module.apply(variables, x_BxS, train=False), model_state
 
+  def with_conv_formulation(self, formulation: str) -> 'Network':
+    """The same network (same parameters, same arithmetic) computing its convolutions another way.
+
+    Args:
+      formulation: 'auto' (by backend, the default of ``build_network``) or one of
+        ``conv.FORMULATIONS`` ('lax', 'im2col', 'member_loop'); see ``ensembles.models.conv``.
+
+    Returns:
+      A new ``Network``; networks without convolutions (mlp, vit) come back unchanged.
+
+    Raises:
+      ValueError: for an unknown formulation.
+    """
+    conv_lib.Convolution(formulation)  # Validates the name.
+    if 'conv_formulation' not in {f.name for f in dataclasses.fields(self.module)}:
+      return self
+    return dataclasses.replace(self, module=self.module.clone(conv_formulation=formulation))
+
   def flops_per_example(self) -> int:
     """Forward-pass FLOPs of one example: 2 x multiply-adds of every matmul and convolution.
 
-    Counted exactly from the eval-mode jaxpr (``dot_general`` and ``conv_general_dilated``
-    only); elementwise work (activations, norms, softmax, biases, residual adds) is ignored,
+    Counted exactly from the eval-mode jaxpr traced with every convolution as one
+    ``conv_general_dilated`` (formulation 'lax', whatever this network uses: the arithmetic is
+    the same), counting ``dot_general`` and ``conv_general_dilated`` only; elementwise work (activations, norms, softmax, biases, residual adds) is ignored,
     as is usual for reported FLOP counts. A training step costs about 3x this (forward plus
     backward). Cached per network.
     """
@@ -364,6 +384,7 @@ def _jaxpr_flops(jaxpr: jex_core.Jaxpr) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _forward_flops(network: Network) -> int:
+  network = network.with_conv_formulation('lax')
   params, model_state = jax.eval_shape(network.init, jax.random.key(_SHAPE_TRACE_SEED))
   x_1xS = jax.ShapeDtypeStruct((1, *network.input_shape), jnp.float32)
   closed = jax.make_jaxpr(functools.partial(network.apply, train=False))(

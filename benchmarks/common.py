@@ -1,0 +1,158 @@
+"""Helpers shared by the benchmarks: timing, memory, the matmul peak, the environment, tables.
+
+Measurements on a shared machine are noisy: time a call several times and take the median,
+measure ratios within one run (the matmul peak next to the throughput it normalises), and run
+each method in a fresh process (``run_child``) so that one method's caches and memory do not
+leak into the next.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+# Side of the square float32 matmul that measures the peak (large enough to be compute-bound).
+PEAK_MATMUL_SIZE = 2048
+# Timed repeats of the peak matmul (the median is reported).
+PEAK_MATMUL_REPEATS = 5
+# Packages whose versions a results table lists (absent ones are skipped).
+VERSIONED_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'torch')
+# Line prefix of a child's JSON result on its stdout (other output may precede it).
+RESULT_PREFIX = 'BENCHMARK_RESULT '
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
+  """Runs ``fn`` (which must block until its work is done) ``repeats`` times.
+
+  Returns:
+    (median seconds, all timings).
+  """
+  timings = []
+  for _ in range(repeats):
+    started = time.perf_counter()
+    fn()
+    timings.append(time.perf_counter() - started)
+  return statistics.median(timings), timings
+
+
+def rss_bytes(field: str = 'VmRSS') -> int:
+  """A memory field of /proc/self/status in bytes (VmRSS now, VmHWM peak); 0 off Linux."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith(field + ':'):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return 0
+
+
+def reset_peak_rss() -> None:
+  """Resets VmHWM to the current resident set (Linux >= 4.0), so it measures what follows."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+  except OSError:
+    pass
+
+
+def jax_matmul_peak_gflops(
+  size: int = PEAK_MATMUL_SIZE, repeats: int = PEAK_MATMUL_REPEATS
+) -> float:
+  """float32 GFLOP/s of one jitted (size x size) @ (size x size) matmul: the machine's peak."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size), np.float32))
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, a).block_until_ready()
+  seconds, _ = median_seconds(lambda: matmul(a, a).block_until_ready(), repeats)
+  return 2 * size**3 / seconds / 1e9
+
+
+def versions() -> dict[str, str]:
+  found = {'python': platform.python_version()}
+  for name in VERSIONED_PACKAGES:
+    try:
+      found[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return found
+
+
+def cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or 'unknown CPU'
+
+
+def host_kind() -> str:
+  """A short file-name-safe machine kind: 'cpu-2cores', or the accelerator's device kind."""
+  import jax
+
+  backend = jax.default_backend()
+  if backend == 'cpu':
+    return f'cpu-{os.cpu_count()}cores'
+  kind = jax.devices()[0].device_kind
+  return f"{backend}-{''.join(c if c.isalnum() else '-' for c in kind).strip('-').lower()}"
+
+
+def environment_lines() -> list[str]:
+  """Markdown bullet lines: date, machine, load, versions."""
+  try:
+    load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
+  except OSError:
+    load = 'unknown'
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+  return [
+    f'- date: {stamp}',
+    f'- machine: {host_kind()}, {cpu_model()}, {os.cpu_count()} logical cores',
+    f'- load average (1, 5, 15 min) at the start: {load}',
+    '- versions: ' + ', '.join(f'{k} {v}' for k, v in versions().items()),
+  ]
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+  lines = ['| ' + ' | '.join(headers) + ' |', '|' + '|'.join('---' for _ in headers) + '|']
+  lines += ['| ' + ' | '.join(str(cell) for cell in row) + ' |' for row in rows]
+  return '\n'.join(lines)
+
+
+def emit_result(result: dict) -> None:
+  """Prints a child's result as the line ``run_child`` looks for."""
+  print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_child(
+  argv: Sequence[str], timeout_s: float, env: dict[str, str] | None = None
+) -> dict:
+  """Runs ``python argv...`` and returns the dict it emitted, or {'error': why}."""
+  try:
+    done = subprocess.run(
+      [sys.executable, *argv],
+      capture_output=True,
+      text=True,
+      timeout=timeout_s,
+      env={**os.environ, **(env or {})},
+    )
+  except subprocess.TimeoutExpired:
+    return {'error': f'timed out after {timeout_s:.0f} s'}
+  for line in reversed(done.stdout.splitlines()):
+    if line.startswith(RESULT_PREFIX):
+      return json.loads(line[len(RESULT_PREFIX):])
+  tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+  return {'error': f'exit {done.returncode}: ' + ' / '.join(tail)}
