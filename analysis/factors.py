@@ -29,7 +29,7 @@ FACTORS: dict[str, tuple[str, ...]] = {
     'batch_size': ('batch_size',),
     'weight_decay': ('weight_decay',),
     'augment': ('augment',),
-    'init': ('init', 'init_scale'),
+    'init': ('init', 'init_epochs', 'init_subset', 'init_scale'),
 }
 SEED_KEY = 'seed'
 SEED_ONLY = 'seed'     # pairs that differ in the seed only

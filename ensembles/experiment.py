@@ -250,6 +250,8 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
     compiled = program.compile(hp, dataset, probes, mesh)
     if latest is None:
       state, first = compiled.init(hp), 0
+      if compiled.pretrain is not None:
+        state = compiled.pretrain(state, hp, dataset)
     else:
       state, first = writer.restore_state(latest, compiled.abstract_state), latest + 1
       _say(f'cohort {c}: resuming after recording {latest} (step {steps[latest]})')

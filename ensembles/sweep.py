@@ -36,7 +36,7 @@ from ensembles import models as models_lib
 
 OPTIMIZERS = ('sgd', 'nesterov', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
-INITS = ('default',)
+INITS = ('default', 'random_labels', 'subset')
 STORAGE_DTYPES = ('float32', 'float16')
 
 
@@ -68,13 +68,16 @@ def default_hparams() -> ml_collections.ConfigDict:
       label_smoothing=0.0,     # optax.smooth_labels alpha
       init_scale=1.0,          # multiplies every initial kernel
       seed=0,                  # initialisation and data order
-      init='default',          # one of INITS
+      init='default',          # one of INITS: where training starts (see train.CohortProgram)
+      init_epochs=5,           # pretraining length for init != 'default', in full-train-set epochs
+      init_subset=0.1,         # init='subset': fraction of the train set pretrained on
   ))
 
 
 # Fields that change the compiled program: equal within a cohort.
 COHORT_KEYS = ('dataset', 'arch', 'width', 'depth', 'norm', 'patch_size', 'num_heads',
-               'kernel_size', 'optimizer', 'batch_size', 'epochs', 'warmup_epochs', 'init')
+               'kernel_size', 'optimizer', 'batch_size', 'epochs', 'warmup_epochs', 'init',
+               'init_epochs', 'init_subset')
 # Fields that are traced per-member arrays inside a cohort.
 MEMBER_KEYS = ('learning_rate', 'momentum', 'weight_decay', 'schedule', 'augment',
                'label_smoothing', 'init_scale', 'seed')
@@ -105,6 +108,8 @@ class Hparams:
   init_scale: float
   seed: int
   init: str
+  init_epochs: int
+  init_subset: float
 
   @property
   def model_config(self) -> models_lib.ModelConfig:
@@ -202,6 +207,11 @@ def _validate_member(h: Hparams, where: str) -> None:
   if not 0 <= h.label_smoothing < 1:
     raise ConfigError(
         f'{where} hparams.label_smoothing={h.label_smoothing!r}: must be in [0, 1).')
+  if not 0 < h.init_subset <= 1:
+    raise ConfigError(f'{where} hparams.init_subset={h.init_subset!r}: must be a fraction of '
+                      'the train set in (0, 1].')
+  if h.init_epochs < 0:
+    raise ConfigError(f'{where} hparams.init_epochs={h.init_epochs!r}: must be >= 0.')
   if h.schedule == 'warmup_cosine' and h.warmup_epochs >= h.epochs:
     raise ConfigError(f'{where} hparams.warmup_epochs={h.warmup_epochs!r}: must be shorter '
                       f'than hparams.epochs={h.epochs}.')

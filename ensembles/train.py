@@ -10,11 +10,20 @@ initialisation and data order whatever cohort it trains in. Its data order in
 epoch ``e`` is a permutation from ``fold_in(data_key, e)``; its augmentation at
 step ``s`` uses ``fold_in(aug_key, s)``. Nothing random is stored: resuming at
 any step needs only the step.
+
+Initialisations (hparam ``init``): 'default' starts from the network's initialiser. The
+others pretrain the initialised network before step 0, then reset its optimizer: for
+``init_epochs`` epochs' worth of steps (of the full train set) on shuffled labels
+('random_labels': the train labels permuted across examples, class balance kept) or on a
+random fraction ``init_subset`` of the train set ('subset'), at the member's constant peak
+learning rate, with randomness from ``fold_in(key, _PRETRAIN_STREAM)``. Step 0 of the
+trajectory is the pretrained network.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -36,7 +45,7 @@ from ensembles import sweep as sweep_lib
 _INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
 
 # Streams derived from a member's key with fold_in (any distinct constants do).
-_INIT_STREAM, _DATA_STREAM, _AUG_STREAM = 0, 1, 2
+_INIT_STREAM, _DATA_STREAM, _AUG_STREAM, _PRETRAIN_STREAM, _LABEL_STREAM = 0, 1, 2, 3, 4
 
 
 @flax.struct.dataclass
@@ -126,6 +135,9 @@ class CohortProgram:
     total_steps: ``epochs * steps_per_epoch``.
     warmup_steps: linear warmup length of the 'warmup_cosine' schedule.
     eval_batch_size: probe examples evaluated at once (bounds eval memory).
+    init_choice: the members' initialisation (``sweep.INITS``; see the module docstring).
+    pretrain_steps: steps of pretraining before step 0 (0 for init 'default').
+    subset_size: train examples pretrained on with init 'subset'.
   """
   network: models_lib.Network
   info: data_lib.DatasetInfo
@@ -135,31 +147,51 @@ class CohortProgram:
   total_steps: int
   warmup_steps: int
   eval_batch_size: int
+  init_choice: str = 'default'
+  pretrain_steps: int = 0
+  subset_size: int = 0
 
   @classmethod
   def for_cohort(cls, cohort: sweep_lib.Cohort, info: data_lib.DatasetInfo,
                  eval_batch_size: int) -> CohortProgram:
     h = cohort.shared
     spe = data_lib.steps_per_epoch(info.num_train, h.batch_size)
+    subset_size = round(h.init_subset * info.num_train)
+    if h.init == 'subset' and subset_size < h.batch_size:
+      raise ValueError(f'init_subset={h.init_subset} keeps {subset_size} of the '
+                       f'{info.num_train} training examples, fewer than one batch '
+                       f'(batch_size={h.batch_size}); accepted: init_subset >= '
+                       f'{h.batch_size / info.num_train:.3g}.')
     return cls(
         network=models_lib.build_network(h.model_config, info.input_shape, info.num_classes),
         info=info, optimizer=h.optimizer, batch_size=h.batch_size, steps_per_epoch=spe,
         total_steps=h.epochs * spe, warmup_steps=round(h.warmup_epochs * spe),
-        eval_batch_size=eval_batch_size)
+        eval_batch_size=eval_batch_size, init_choice=h.init,
+        pretrain_steps=0 if h.init == 'default' else h.init_epochs * spe,
+        subset_size=subset_size)
 
   # -- per member -----------------------------------------------------------
+
+  def _fresh_optimizer_state(self, hp: MemberHparams, params) -> optax.OptState:
+    tx = optim.make_optimizer(self.optimizer, hp.learning_rate, hp.momentum, hp.weight_decay)
+    return tx.init(params)
 
   def _init_member(self, hp: MemberHparams) -> MemberState:
     init_key = jax.random.fold_in(hp.key, _INIT_STREAM)
     params, model_state = self.network.init(init_key, hp.init_scale)
-    tx = optim.make_optimizer(self.optimizer, hp.learning_rate, hp.momentum, hp.weight_decay)
-    return MemberState(params=params, model_state=model_state, opt_state=tx.init(params))
+    return MemberState(params=params, model_state=model_state,
+                       opt_state=self._fresh_optimizer_state(hp, params))
 
   def _member_step(self, dataset: data_lib.Dataset, hp: MemberHparams, member: MemberState,
-                   alive, perm, step):
-    """One SGD step of one member; returns (new state, still alive)."""
-    x_BxS, y_B = data_lib.gather_batch(dataset.x_train, dataset.y_train, perm,
-                                       step % self.steps_per_epoch, self.batch_size)
+                   alive, perm, step, labels_N=None, scheduled=True):
+    """One SGD step of one member; returns (new state, still alive).
+
+    ``labels_N`` replaces the train labels (pretraining on shuffled labels); ``scheduled``
+    False holds the learning rate at its peak (pretraining).
+    """
+    x_BxS, y_B = data_lib.gather_batch(
+        dataset.x_train, dataset.y_train if labels_N is None else labels_N, perm,
+        step % self.steps_per_epoch, self.batch_size)
     x_BxS = data_lib.normalize(x_BxS, dataset.mean, dataset.std)
     aug_key = jax.random.fold_in(jax.random.fold_in(hp.key, _AUG_STREAM), step)
     x_BxS = data_lib.augment(aug_key, x_BxS, hp.augment, self.info)
@@ -171,8 +203,9 @@ class CohortProgram:
       return optax.softmax_cross_entropy(logits_BxC, targets_BxC).mean(), model_state
 
     (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(member.params)
-    lr = hp.learning_rate * optim.schedule_multiplier(hp.schedule, step, self.total_steps,
-                                                      self.warmup_steps)
+    lr = hp.learning_rate
+    if scheduled:
+      lr = lr * optim.schedule_multiplier(hp.schedule, step, self.total_steps, self.warmup_steps)
     tx = optim.make_optimizer(self.optimizer, 0.0, 0.0, 0.0)  # Values come from the state.
     updates, opt_state = tx.update(grads, optim.with_learning_rate(member.opt_state, lr),
                                    member.params)
@@ -220,21 +253,66 @@ class CohortProgram:
     XLA while loop as ``lax.scan``, without stacking per-step outputs).
     """
     step_members = jax.vmap(self._member_step, in_axes=(None, 0, 0, 0, 0, None))
+    return self._loop(state, num_steps, lambda epoch: self._permutations(hp, epoch),
+                      lambda members, alive, perms, step: step_members(
+                          dataset, hp, members, alive, perms, step))
+
+  def _loop(self, state: CohortState, num_steps, permutations, step_members) -> CohortState:
+    """``num_steps`` lockstep steps; a new data order (``permutations(epoch)``) per epoch."""
 
     def body(_, carry):
       state, perms = carry
       epoch, within = jnp.divmod(state.step, self.steps_per_epoch)
       # The same predicate for every member (lockstep): a real branch, not a select.
-      perms = jax.lax.cond(within == 0, lambda: self._permutations(hp, epoch), lambda: perms)
-      members, ok = step_members(dataset, hp, state.members, state.alive, perms, state.step)
+      perms = jax.lax.cond(within == 0, lambda: permutations(epoch), lambda: perms)
+      members, ok = step_members(state.members, state.alive, perms, state.step)
       newly_diverged = state.alive & ~ok
       return state.replace(
           step=state.step + 1, members=members, alive=ok,
           diverged_at=jnp.where(newly_diverged, state.step, state.diverged_at)), perms
 
-    perms = self._permutations(hp, state.step // self.steps_per_epoch)
+    perms = permutations(state.step // self.steps_per_epoch)
     state, _ = jax.lax.fori_loop(0, num_steps, body, (state, perms))
     return state
+
+  def pretrain(self, state: CohortState, hp: MemberHparams,
+               dataset: data_lib.Dataset) -> CohortState:
+    """Pretrains a fresh state for ``init`` != 'default' (pure; jit it); step stays 0.
+
+    A member that diverges while pretraining is flagged as diverged at step 0.
+    """
+    fold = lambda keys, stream: jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, stream)
+    pre_hp = hp.replace(key=fold(hp.key, _PRETRAIN_STREAM))
+    orders = lambda keys, epoch, size: jax.vmap(
+        data_lib.epoch_permutation, in_axes=(0, None, None))(keys, epoch, size)
+    n = self.info.num_train
+    labels_ExN = None
+    if self.init_choice == 'random_labels':
+      labels_ExN = jnp.take(dataset.y_train, orders(fold(pre_hp.key, _LABEL_STREAM), 0, n))
+      permutations = lambda epoch: self._permutations(pre_hp, epoch)
+    elif self.init_choice == 'subset':
+      subset_ExK = orders(fold(pre_hp.key, _LABEL_STREAM), 0, n)[:, :self.subset_size]
+      passes = -(-n // self.subset_size)
+
+      def permutations(epoch):  # Passes over the subset, each in a new order, filling an epoch.
+        keys = fold(pre_hp.key, _DATA_STREAM)
+        order_ExPxK = jax.vmap(lambda p: orders(keys, epoch * passes + p, self.subset_size),
+                               out_axes=1)(jnp.arange(passes))
+        order_ExN = order_ExPxK.reshape(len(subset_ExK), -1)[:, :n]
+        return jnp.take_along_axis(subset_ExK, order_ExN, axis=1)
+    else:
+      raise ValueError(f'init {self.init_choice!r} has no pretraining; accepted: random_labels, subset.')
+
+    step_members = jax.vmap(
+        functools.partial(self._member_step, scheduled=False),
+        in_axes=(None, 0, 0, 0, 0, None, None if labels_ExN is None else 0))
+    state = self._loop(state, self.pretrain_steps, permutations,
+                       lambda members, alive, perms, step: step_members(
+                           dataset, pre_hp, members, alive, perms, step, labels_ExN))
+    members = state.members.replace(
+        opt_state=jax.vmap(self._fresh_optimizer_state)(hp, state.members.params))
+    return state.replace(step=jnp.zeros_like(state.step), members=members,
+                         diverged_at=jnp.where(state.diverged_at >= 0, 0, -1))
 
   def evaluate(self, state: CohortState, probes: Probes) -> Evaluation:
     """Eval-mode probabilities and metrics on the probes (pure; jit it).
@@ -272,11 +350,17 @@ class CohortProgram:
                     out_shardings=state_sharding, donate_argnums=0)
     evaluate = jax.jit(self.evaluate, in_shardings=(state_sharding, rep),
                        out_shardings=eval_sharding)
+    pretrain = None
+    if self.pretrain_steps:
+      pretrain = jax.jit(self.pretrain, in_shardings=(state_sharding, hp_sharding, rep),
+                         out_shardings=state_sharding, donate_argnums=0
+                         ).lower(abstract, hp, dataset).compile()
     compiled = CompiledCohort(
         init=init.lower(hp).compile(
             _INIT_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None),
         train=train.lower(abstract, hp, dataset, 0).compile(),
         evaluate=evaluate.lower(abstract, probes).compile(),
+        pretrain=pretrain,
         abstract_state=jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
             abstract, state_sharding),
@@ -289,6 +373,8 @@ class CompiledCohort(NamedTuple):
   init: Callable[[MemberHparams], CohortState]
   train: Callable[[CohortState, MemberHparams, data_lib.Dataset, int], CohortState]
   evaluate: Callable[[CohortState, Probes], Evaluation]
+  # Moves a fresh state to step 0 of a pretrained init; None for init 'default'.
+  pretrain: Callable[[CohortState, MemberHparams, data_lib.Dataset], CohortState] | None
   abstract_state: CohortState  # ShapeDtypeStructs with shardings: the restore target
   compile_seconds: float
 
