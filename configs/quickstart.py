@@ -1,7 +1,8 @@
 r"""The README's main job: 96 networks on scikit-learn's digits, offline.
 
 3 architectures x 2 optimizers (each with 2 learning rates of its own scale) x
-augmentation on/off x 4 seeds = 96 members in 6 cohorts (architecture x optimizer).
+augmentation on/off x 4 seeds = 96 members in 6 cohorts (architecture x optimizer), width 16,
+12 epochs: about 4-5 minutes on a 2-core CPU, analysis included.
 
 Run:
   python -m launch.run --config=configs/quickstart.py --workdir=workdirs/quickstart
@@ -16,10 +17,10 @@ def get_config(arg: str | None = None):
   config = experiment.default_config()
   h = config.hparams
   h.dataset = 'digits'
-  h.width = 32
+  h.width = 16
   h.depth = 2
   h.batch_size = 64
-  h.epochs = 15
+  h.epochs = 12
   h.schedule = 'cosine'
   h.momentum = 0.9
   config.sweep.arch = ('mlp', 'cnn', 'vit')
