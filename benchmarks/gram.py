@@ -1,22 +1,31 @@
 r"""Benchmark of the Bhattacharyya distance matrix (analysis.bhattacharyya) against NumPy.
 
-  python benchmarks/gram.py            # m = 2,000 points, N = 1,797 samples, C = 10 (~1-2 min)
+  python benchmarks/gram.py            # m = 2,000 points, N = 1,797 samples, C = 10 (~5 min)
   python benchmarks/gram.py --quick    # small smoke size (seconds)
+  python benchmarks/gram.py --methods jax --device_counts 1,2,4,8   # device scaling only
 
 Each method runs in fresh subprocesses on the same seeded Dirichlet(1) input (float32, (m, N, C)
-NumPy array); JAX methods are called once to compile, then measured on a second call. Peak
-memory is the peak resident set during the measured call minus the resident set just before
+NumPy array); JAX methods are called once to compile, then timed over --repeats calls (the
+median is reported), NumPy once. Peak memory, from a second run with one timed call, is the
+peak resident set during the measured call minus the resident set just before
 it (input, JAX runtime and compiled code already loaded), read from /proc (Linux), in a run
 where glibc returns freed buffers to the system at once (MEMORY_ENV). Throughput counts the m^2 N
 (pair, sample) coefficients of the full matrix for every method, so symmetric methods get
-credit for the half they skip. Agreement is max |D - D_numpy| over all entries.
+credit for the half they skip. 'CPU s' is the process's CPU time (all threads) of a call: on a
+machine whose cores are busy with other jobs, more devices cannot get more CPU, and CPU s tells
+whether they at least cost no extra work (ideal scaling on free cores: seconds = CPU s /
+devices). Agreement is max |D - D_numpy| over all entries. JAX methods run
+on one host device (``XLA_FLAGS=--xla_force_host_platform_device_count=1`` in the child), except
+the ``jax-<n>dev`` rows.
 
 Methods:
   numpy          straightforward NumPy: (N, m, C) layout, batched matmul over chunks of 8
                  samples, log, sum (the 42 s baseline of NOTES.md).
   jax-log-each   analysis.bhattacharyya with one log per (pair, sample) (samples_per_log=1).
   jax-no-sym     analysis.bhattacharyya(p, p): every tile, no use of symmetry.
-  jax            analysis.bhattacharyya(p): the default.
+  jax            analysis.bhattacharyya(p): the default, on one device.
+  jax-<n>dev     the default with its tiles spread over n forced host devices (--device_counts;
+                 the 'jax' row is n = 1). 'vs 1 dev' divides the jax row's time by this one's.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ import argparse
 import gc
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +52,11 @@ QUICK = dict(m=300, n=400, c=10)
 # Memory goal: 3 m^2 float32 + 64 MiB above the input.
 SLACK_BYTES = 64 * 2**20
 METHODS = ('numpy', 'jax-log-each', 'jax-no-sym', 'jax')
+# Device counts of the default method's rows: count 1 is the 'jax' row, n > 1 'jax-<n>dev'.
+DEVICE_COUNTS = (1, 2, 4)
+# Timed calls of each JAX method after the compiling one; the median is reported.
+REPEATS = 3
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 # Memory is measured in a second run with a fixed glibc mmap threshold: every large buffer is
 # then mapped on allocation and unmapped on free, so the resident set follows what is live
 # (by default glibc keeps freed buffers of up to 32 MiB, and a warm call reuses them unseen).
@@ -81,11 +97,17 @@ def _reset_peak() -> int:
   return _rss_bytes('VmRSS')
 
 
-def run_child(method: str, m: int, n: int, c: int, out_path: str | None) -> dict:
-  """Runs one method in this process and measures its last call (time and peak memory).
+def _devices(method: str) -> int:
+  """Host devices a method runs on: n for 'jax-<n>dev', one for the other JAX methods."""
+  match = re.fullmatch(r'jax-(\d+)dev', method)
+  return int(match.group(1)) if match else 1
 
-  JAX methods run twice (the first call compiles) and the NumPy baseline once. The JAX
-  runtime is started on a tiny input first, so no measured call pays for its start-up.
+
+def run_child(method: str, m: int, n: int, c: int, repeats: int, out_path: str | None) -> dict:
+  """Runs one method in this process and measures its calls (median time, last call's memory).
+
+  JAX methods are called once to compile, then ``repeats`` times; the NumPy baseline once. The
+  JAX runtime is started on a tiny input first, so no measured call pays for its start-up.
   """
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   p = make_input(m, n, c)
@@ -94,31 +116,62 @@ def run_child(method: str, m: int, n: int, c: int, out_path: str | None) -> dict
     calls = 1
   else:
     import analysis
+    import jax
+    assert len(jax.devices()) == _devices(method), (method, jax.devices())
     kwargs = dict(samples_per_log=1) if method == 'jax-log-each' else {}
     compute = lambda x: np.asarray(  # noqa: E731
         analysis.bhattacharyya(x, x if method == 'jax-no-sym' else None, **kwargs))
     compute(make_input(7, 12, c, seed=1))
-    calls = 2
+    compute(p)
+    calls = repeats
+  times, cpu_times = [], []
   for call in range(calls):
     gc.collect()
     before = _reset_peak()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = compute(p)
-    seconds = time.perf_counter() - start
+    times.append(time.perf_counter() - start)
+    cpu_times.append(time.process_time() - cpu_start)
     peak = _rss_bytes('VmHWM') - before
     if call < calls - 1:
       del result
   if out_path:
     np.save(out_path, result)
-  return dict(method=method, seconds=seconds, peak_bytes=peak)
+  return dict(method=method, seconds=statistics.median(times),
+              cpu_seconds=statistics.median(cpu_times), peak_bytes=peak)
 
 
-def _run(method: str, m: int, n: int, c: int, out: str | None, env: dict | None = None) -> dict:
+def _run(method: str, m: int, n: int, c: int, repeats: int, out: str | None,
+         env: dict | None = None) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), '--child', method, '--m', str(m), '--n',
-         str(n), '--c', str(c)] + (['--out', out] if out else [])
-  done = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                        env=None if env is None else {**os.environ, **env})
+         str(n), '--c', str(c), '--repeats', str(repeats)] + (['--out', out] if out else [])
+  env = dict(os.environ, **(env or {}))
+  if method != 'numpy':
+    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
+                        f' --xla_force_host_platform_device_count={_devices(method)}')
+  done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
   return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _table(rows: list[dict], results: dict, m: int, n: int) -> tuple[list[str], list[list[str]]]:
+  """Header and formatted rows: time, rate, ratios to NumPy and to one device, memory, error."""
+  seconds = {r['method']: r['seconds'] for r in rows}
+  headers = ['method', 'devices', 'seconds', 'CPU s', 'pair-samples/s', 'vs numpy', 'vs 1 dev',
+             'peak MiB', 'max abs dD']
+  table = []
+  for r in rows:
+    method = r['method']
+    one_device = seconds.get('jax') if method.startswith('jax') and method.endswith('dev') else None
+    diff = (float(np.abs(results[method] - results['numpy']).max())
+            if 'numpy' in results else float('nan'))
+    table.append([
+        method, '-' if method == 'numpy' else str(_devices(method)), f'{r["seconds"]:.2f}',
+        f'{r["cpu_seconds"]:.2f}',
+        f'{m * m * n / r["seconds"]:.3g}',
+        f'{seconds["numpy"] / r["seconds"]:.1f}x' if 'numpy' in seconds else '-',
+        f'{one_device / r["seconds"]:.2f}x' if one_device else '-',
+        f'{r["peak_bytes"] / 2**20:.0f}', f'{diff:.1e}'])
+  return headers, table
 
 
 def main() -> None:
@@ -128,41 +181,60 @@ def main() -> None:
   parser.add_argument('--n', type=int, default=1797, help='samples')
   parser.add_argument('--c', type=int, default=10, help='classes')
   parser.add_argument('--methods', default=','.join(METHODS), help='comma-separated subset')
+  parser.add_argument('--device_counts', default=','.join(map(str, DEVICE_COUNTS)),
+                      help="forced host devices of the default method's rows (1: the jax row)")
+  parser.add_argument('--repeats', type=int, default=REPEATS,
+                      help='timed calls per JAX method after the compiling one (median)')
+  parser.add_argument('--results', default=None,
+                      help="markdown output (default benchmarks/results/gram_<host>.md, with "
+                           "--quick none; '-' for none)")
   parser.add_argument('--child', help=argparse.SUPPRESS)
   parser.add_argument('--out', help=argparse.SUPPRESS)
   args = parser.parse_args()
   m, n, c = (QUICK['m'], QUICK['n'], QUICK['c']) if args.quick else (args.m, args.n, args.c)
   if args.child:
-    print(json.dumps(run_child(args.child, m, n, c, args.out)))
+    print(json.dumps(run_child(args.child, m, n, c, args.repeats, args.out)))
     return
-  methods = args.methods.split(',')
+  methods = [x for x in args.methods.split(',') if x]
   unknown = set(methods) - set(METHODS)
   if unknown:
     parser.error(f'unknown methods {sorted(unknown)}; accepted {METHODS}')
-  print(f'm={m} points, N={n} samples, C={c}; input {m * n * c * 4 / 2**20:.0f} MiB float32; '
-        f'memory goal {(3 * m * m * 4 + SLACK_BYTES) / 2**20:.0f} MiB above the input; '
-        f'{os.cpu_count()} CPUs', flush=True)
+  counts = [int(x) for x in args.device_counts.split(',') if x]
+  methods += [f'jax-{k}dev' for k in counts if k > 1]
+  if 1 in counts and 'jax' not in methods:
+    methods.insert(0, 'jax')
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from benchmarks import common
+  environment = common.environment_lines()
+  setup = (f'm={m} points, N={n} samples, C={c}; input {m * n * c * 4 / 2**20:.0f} MiB float32; '
+           f'memory goal {(3 * m * m * 4 + SLACK_BYTES) / 2**20:.0f} MiB above the input; '
+           f'{os.cpu_count()} CPUs; JAX: median of {args.repeats} calls')
+  print(setup, flush=True)
   rows, results = [], {}
   with tempfile.TemporaryDirectory() as tmp:
     for method in methods:
       out = os.path.join(tmp, method + '.npy')
-      timed = _run(method, m, n, c, out)
-      measured = _run(method, m, n, c, None, env=MEMORY_ENV)
+      timed = _run(method, m, n, c, args.repeats, out)
+      measured = _run(method, m, n, c, 1, None, env=MEMORY_ENV)
       rows.append(dict(timed, peak_bytes=measured['peak_bytes']))
       results[method] = np.load(out)
       print(f'  {method}: {timed["seconds"]:.2f} s', file=sys.stderr, flush=True)
-  base = next((r['seconds'] for r in rows if r['method'] == 'numpy'), None)
-  header = (f'{"method":<14}{"seconds":>9}{"pair-samples/s":>16}{"vs numpy":>10}'
-            f'{"peak MiB":>10}{"max|dD|":>10}')
-  print(header)
-  print('-' * len(header))
-  for r in rows:
-    rate = m * m * n / r['seconds']
-    ratio = f'{base / r["seconds"]:.1f}x' if base else '-'
-    diff = (float(np.abs(results[r['method']] - results['numpy']).max())
-            if 'numpy' in results else float('nan'))
-    print(f'{r["method"]:<14}{r["seconds"]:>9.2f}{rate:>16.3g}{ratio:>10}'
-          f'{r["peak_bytes"] / 2**20:>10.0f}{diff:>10.1e}')
+  load_after = ', '.join(f'{x:.1f}' for x in os.getloadavg())
+  headers, table = _table(rows, results, m, n)
+  widths = [max(len(h), *(len(r[i]) for r in table)) + 2 for i, h in enumerate(headers)]
+  aligned = lambda cells: ''.join(  # noqa: E731  First column left, the others right.
+      x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(cells, widths)))
+  print('\n'.join([aligned(headers), '-' * sum(widths), *map(aligned, table)]))
+  print(f'load average (1, 5, 15 min) at the end: {load_after}')
+  path = args.results or (None if args.quick else
+                          os.path.join(RESULTS_DIR, f'gram_{common.host_kind()}.md'))
+  if path and path != '-':
+    with open(path, 'w') as f:
+      f.write('# Bhattacharyya distance matrix\n\n' + '\n'.join(environment) +
+              f'\n- load average (1, 5, 15 min) at the end: {load_after}\n\n{setup}\n\n' +
+              common.markdown_table(headers, table) + '\n')
+    print(f'written to {path}')
+
 
 if __name__ == '__main__':
   main()

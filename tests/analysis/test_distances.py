@@ -1,6 +1,14 @@
-"""Bhattacharyya distances against a float64 NumPy reference, closed forms and bad inputs."""
+"""Bhattacharyya distances against a float64 NumPy reference, closed forms and bad inputs.
+
+Several devices need a fresh process (``XLA_FLAGS`` is read when JAX starts), so the
+multi-device runs happen in subprocesses that save their matrices for this process to compare.
+"""
 
 import math
+import os
+import socket
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -158,3 +166,144 @@ def test_bad_input_fails_before_compiling():
   with pytest.raises(ValueError):
     analysis.bhattacharyya(_with(dirichlet((3, 5), 7, seed=14), (0, 0, 0), np.nan))
   assert dict(distances.TRACE_COUNTS) == before
+
+
+# Several devices and processes.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Points that no device count divides: symmetric (m, None) and rectangular (m, m') inputs.
+_CASES = {'sym23': (23, None), 'sym6': (6, None), 'rect17x9': (17, 9), 'rect3x30': (3, 30)}
+_SAMPLES, _CLASSES = 41, 7
+# Tiles of 8 points and chunks of a few samples (as the small_tiles fixture), so these inputs
+# have several tiles per device and several chunks.
+_MAX_BLOCK = 8
+_CHUNK_BYTES = 4 * 16 * 6 * 10
+
+# One device against several: the tiles have another shape (the grid is refined for balance),
+# and nothing else changes: chunks hold the same samples for any tiling, and each entry sums
+# its per-sample logs in the same order. Only XLA's (B x C) @ (C x B') matmul may round a
+# coefficient's C-term dot product differently in another tile shape (a few float32 ulps,
+# ~1e-7 relative); the log turns that into ~1e-7 absolute per sample and the mean over samples
+# does not grow it. Measured: <= 6e-8 for these inputs, 9e-8 at m = 2,000 on 4 devices.
+_DEVICES_ATOL = 1e-6
+
+_WORKER = r'''
+import sys
+import jax
+import numpy as np
+from analysis import distances
+
+inputs_path, out_path, max_block, chunk_bytes = sys.argv[1:5]
+counts = {1}  # Devices of the reference run; several processes have no device in common.
+if len(sys.argv) > 5:  # coordinator address, number of processes, process id
+  jax.distributed.initialize(sys.argv[5], int(sys.argv[6]), int(sys.argv[7]))
+  counts = set()
+distances.MAX_BLOCK, distances.CHUNK_BYTES = int(max_block), int(chunk_bytes)
+inputs = np.load(inputs_path)
+out = {'num_devices': np.array(len(jax.devices()))}
+for name in [k[:-2] for k in inputs.files if k.endswith('_p')]:
+  q = inputs[name + '_q'] if name + '_q' in inputs.files else None
+  for count in sorted(counts | {len(jax.devices())}):
+    d = distances.bhattacharyya(inputs[name + '_p'], q, devices=jax.devices()[:count])
+    assert d.is_fully_replicated, d.sharding
+    out[f'{name}_{count}'] = np.asarray(d)
+np.savez(out_path, **out)
+'''
+
+
+def _inputs(tmp_path):
+  arrays, expected = {}, {}
+  for seed, (name, (m, m_cols)) in enumerate(_CASES.items()):
+    p = dirichlet((m, _SAMPLES), _CLASSES, seed=seed)
+    arrays[name + '_p'] = p
+    q = p if m_cols is None else dirichlet((m_cols, _SAMPLES), _CLASSES, seed=seed + 100)
+    if m_cols is not None:
+      arrays[name + '_q'] = q
+    expected[name] = reference_bhattacharyya(p, q)
+  path = tmp_path / 'inputs.npz'
+  np.savez(path, **arrays)
+  return str(path), expected
+
+
+def _worker(tmp_path, inputs, out, device_count, distributed=()):
+  env = dict(os.environ, PYTHONPATH=ROOT,
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={device_count}')
+  command = [sys.executable, '-c', _WORKER, inputs, str(tmp_path / out), str(_MAX_BLOCK),
+             str(_CHUNK_BYTES), *distributed]
+  return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _results(process, path):
+  _, err = process.communicate(timeout=300)
+  assert process.returncode == 0, err[-3000:]
+  return np.load(path)
+
+
+def test_four_devices_give_the_matrix_of_one(tmp_path):
+  inputs, expected = _inputs(tmp_path)
+  got = _results(_worker(tmp_path, inputs, 'four.npz', 4), tmp_path / 'four.npz')
+  assert int(got['num_devices']) == 4
+  for name, (m, m_cols) in _CASES.items():
+    one, four = got[f'{name}_1'], got[f'{name}_4']
+    assert four.dtype == np.float32 and four.shape == (m, m_cols or m)
+    np.testing.assert_allclose(four, one, rtol=0, atol=_DEVICES_ATOL, err_msg=name)
+    np.testing.assert_allclose(four, expected[name], atol=1e-5, rtol=1e-5, err_msg=name)
+    if m_cols is None:
+      np.testing.assert_array_equal(four, four.T)
+      assert np.abs(np.diag(four)).max() <= 1e-6
+
+
+@pytest.mark.slow
+def test_two_processes_each_get_the_whole_matrix(tmp_path):
+  inputs, expected = _inputs(tmp_path)
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    address = f'127.0.0.1:{s.getsockname()[1]}'
+  workers = [_worker(tmp_path, inputs, f'process{i}.npz', 2, (address, '2', str(i)))
+             for i in range(2)]
+  got = [_results(w, tmp_path / f'process{i}.npz') for i, w in enumerate(workers)]
+  one = _results(_worker(tmp_path, inputs, 'one.npz', 1), tmp_path / 'one.npz')
+  assert int(got[0]['num_devices']) == 4  # 2 processes x 2 devices.
+  for name in _CASES:
+    # Both processes hold the same gathered matrix, the one a single device computes.
+    np.testing.assert_array_equal(got[0][f'{name}_4'], got[1][f'{name}_4'])
+    np.testing.assert_allclose(got[0][f'{name}_4'], one[f'{name}_1'], rtol=0,
+                               atol=_DEVICES_ATOL, err_msg=name)
+    np.testing.assert_allclose(got[0][f'{name}_4'], expected[name], atol=1e-5, rtol=1e-5,
+                               err_msg=name)
+
+
+@pytest.mark.parametrize('m, m_cols, symmetric', [
+    (2000, 2000, True), (23, 23, True), (300, 300, True), (4000, 4000, True),
+    (17, 9, False), (2, 2000, False), (1000, 3000, False), (3000, 700, False)])
+@pytest.mark.parametrize('num_devices', [1, 2, 3, 4, 8])
+def test_tile_plan_covers_each_block_once_and_balances(m, m_cols, symmetric, num_devices):
+  plan = distances.plan_tiles(m, m_cols, symmetric, num_devices)
+  rows, cols = plan.grid
+  block_rows, block_cols = plan.blocks
+  # The grid covers the output, with no block entirely padding.
+  assert (rows - 1) * block_rows < m <= rows * block_rows
+  assert (cols - 1) * block_cols < m_cols <= cols * block_cols
+  # Each block is read from a slot that computed it (or its mirror, below the diagonal).
+  slot_tiles_Sx2 = plan.slot_tiles().reshape(-1, 2)
+  slot_RxC = plan.slot_grid()
+  for i in range(rows):
+    for j in range(cols):
+      expected = (min(i, j), max(i, j)) if symmetric else (i, j)
+      assert tuple(slot_tiles_Sx2[slot_RxC[i, j]]) == expected, (i, j)
+  used = np.unique(slot_RxC)
+  assert len(used) == (rows * (rows + 1) // 2 if symmetric else rows * cols)
+  per_device = np.bincount(used // plan.tiles_per_device, minlength=num_devices)
+  assert per_device.max() - per_device.min() <= 1, per_device
+  assert per_device.max() == plan.tiles_per_device
+  if num_devices == 1:  # One device: the fewest tiles of side <= MAX_BLOCK, as before.
+    assert (rows, cols) == (-(-m // distances.MAX_BLOCK), -(-m_cols // distances.MAX_BLOCK))
+  elif max(m, m_cols) >= 2000:  # Enough points for small enough tiles: balanced.
+    assert plan.balance >= distances.MIN_BALANCE
+
+
+def test_no_devices_raise_value_error():
+  with pytest.raises(ValueError, match=r'devices=\[\]'):
+    distances.bhattacharyya(dirichlet((3, 5), 4, seed=0), devices=[])
