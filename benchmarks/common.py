@@ -64,6 +64,34 @@ def reset_peak_rss() -> None:
     pass
 
 
+def calibrated_timing(run_steps, spec: dict) -> dict:
+  """Warm-up, calibration, timed chunks: model-steps/s and the peak RSS of this process.
+
+  The calibration doubles its step count until one call takes a quarter of a chunk, which
+  also warms up caches and lazy initialisation (PyTorch's first steps are slow).
+  """
+  reset_peak_rss()
+  started = time.perf_counter()
+  run_steps(1)
+  first_step = time.perf_counter() - started
+  result = dict(first_step_s=first_step)
+  if first_step > spec['max_seconds_per_step']:
+    result.update(steps_per_s=spec['members'] / first_step, timed_steps=1, note='1 step only')
+  else:
+    steps, seconds = 1, 0.0
+    while seconds < spec['chunk_seconds'] / 4:
+      steps *= 2
+      started = time.perf_counter()
+      run_steps(steps)
+      seconds = time.perf_counter() - started
+    steps = max(1, round(steps * spec['chunk_seconds'] / seconds))
+    seconds, timings = median_seconds(lambda: run_steps(steps), spec['repeats'])
+    result.update(steps_per_s=spec['members'] * steps / seconds, timed_steps=steps,
+                  chunk_timings=timings)
+  result['peak_rss_bytes'] = rss_bytes('VmHWM')
+  return result
+
+
 def jax_matmul_peak_gflops(
   size: int = PEAK_MATMUL_SIZE, repeats: int = PEAK_MATMUL_REPEATS
 ) -> float:

@@ -189,34 +189,6 @@ def _trainer(spec: dict):
   return program, compiled, hp, dataset
 
 
-def _calibrated_timing(run_steps, spec: dict) -> dict:
-  """Warm-up, calibration, timed chunks: model-steps/s and the peak RSS of this process.
-
-  The calibration doubles its step count until one call takes a quarter of a chunk, which
-  also warms up caches and lazy initialisation (PyTorch's first steps are slow).
-  """
-  common.reset_peak_rss()
-  started = time.perf_counter()
-  run_steps(1)
-  first_step = time.perf_counter() - started
-  result = dict(first_step_s=first_step)
-  if first_step > spec['max_seconds_per_step']:
-    result.update(steps_per_s=spec['members'] / first_step, timed_steps=1, note='1 step only')
-  else:
-    steps, seconds = 1, 0.0
-    while seconds < spec['chunk_seconds'] / 4:
-      steps *= 2
-      started = time.perf_counter()
-      run_steps(steps)
-      seconds = time.perf_counter() - started
-    steps = max(1, round(steps * spec['chunk_seconds'] / seconds))
-    seconds, timings = common.median_seconds(lambda: run_steps(steps), spec['repeats'])
-    result.update(steps_per_s=spec['members'] * steps / seconds, timed_steps=steps,
-                  chunk_timings=timings)
-  result['peak_rss_bytes'] = common.rss_bytes('VmHWM')
-  return result
-
-
 def _child_ensembles(spec: dict) -> dict:
   import jax
 
@@ -227,7 +199,7 @@ def _child_ensembles(spec: dict) -> dict:
     holder[0] = compiled.train(holder[0], hp, dataset, n)
     jax.block_until_ready(holder[0])
 
-  result = _calibrated_timing(run_steps, spec)
+  result = common.calibrated_timing(run_steps, spec)
   result.update(compile_s=compiled.compile_seconds, devices=jax.device_count(),
                 flops_per_example=program.network.flops_per_example())
   return result
@@ -287,7 +259,7 @@ def _child_one_at_a_time(spec: dict) -> dict:
       holder[0] = single(holder[0], idx_TxB[:1])
     jax.block_until_ready(holder[0])
 
-  result = _calibrated_timing(run_steps, {**spec, 'members': 1})
+  result = common.calibrated_timing(run_steps, {**spec, 'members': 1})
   result.update(compile_s=compile_s, flops_per_example=network.flops_per_example())
   return result
 
@@ -321,7 +293,7 @@ def _child_torch(spec: dict) -> dict:
                               generator=generator)
       trainer.step(x_N[idx_ExB], y_N[idx_ExB])
 
-  result = _calibrated_timing(run_steps, spec)
+  result = common.calibrated_timing(run_steps, spec)
   result.update(compile_s=None, finite=trainer.finite())
   return result
 

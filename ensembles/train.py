@@ -393,12 +393,17 @@ def place(mesh: jax.sharding.Mesh, hp: MemberHparams, dataset: data_lib.Dataset,
 
 
 def _split_batches(x, batch_size: int):
-  """(N, ...) → (ceil(N / b), b, ...), zero-padded at the end."""
+  """(N, ...) → (k, ceil(N / k), ...) with k = ceil(N / batch_size), zero-padded at the end.
+
+  Batches of equal size at most ``batch_size``, padded by fewer than k rows: 1,438 probes at
+  1,024 are 2 x 719, not 2 x 1,024 (which evaluated 42% padding).
+  """
   n = x.shape[0]
-  b = min(batch_size, n)
-  pad = -n % b
+  num_batches = -(-n // batch_size)
+  b = -(-n // num_batches)
+  pad = num_batches * b - n
   x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-  return x.reshape((-1, b) + x.shape[1:])
+  return x.reshape((num_batches, b) + x.shape[1:])
 
 
 def make_probes(dataset: data_lib.Dataset, train_indices: np.ndarray,

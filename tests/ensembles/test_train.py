@@ -96,6 +96,26 @@ def test_train_compiles_once_for_any_chunk_length(data_dir):
   assert int(state.step) == 37
 
 
+@pytest.mark.parametrize('eval_batch_size', [7, 23, 1024])
+def test_evaluate_in_batches_matches_one_forward_pass_per_member(data_dir, eval_batch_size):
+  # 23 probes at 7 per batch: 4 batches of 6 (one padding row), not 4 of 7 (5 padding rows).
+  assert train_lib._split_batches(np.zeros((23, 2)), 7).shape == (4, 6, 2)
+  members = _members(seed=(0, 1))
+  program, dataset = _cohort_program(data_dir, members)
+  program = dataclasses.replace(program, eval_batch_size=eval_batch_size)
+  hp = train_lib.member_hparams(members)
+  state = jax.jit(program.train)(jax.jit(program.init)(hp), hp, dataset, 5)
+  probes = train_lib.make_probes(dataset, np.arange(23), np.arange(11))
+  evaluation = jax.jit(program.evaluate)(state, probes)
+  for i in range(len(members)):
+    member = jax.tree.map(lambda x: x[i], state.members)
+    for x, probs in ((probes.x_train, evaluation.train_probs), (probes.x_test,
+                                                                evaluation.test_probs)):
+      # The reference: every probe in one batch, no splitting, padding or lax.map.
+      logits, _ = program.network.apply(member.params, member.model_state, x, train=False)
+      np.testing.assert_allclose(probs[i], jax.nn.softmax(logits), rtol=1e-5, atol=1e-7)
+
+
 def test_learning_rate_zero_member_keeps_its_initial_predictions(small_config, tmp_path):
   # No BatchNorm: its running statistics move even at learning rate 0.
   config = small_config(epochs=2, learning_rate=(0.0, 0.1), seed=(0, 1))

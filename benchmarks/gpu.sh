@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Training throughput and MFU at GPU sizes (32x32x3 synthetic data, E up to 1,024, cnn and
+# resnet), in under 8 minutes; see benchmarks/gpu.py for what each column means.
+#
+#   bash benchmarks/gpu.sh              # on a machine with an NVIDIA GPU
+#   bash benchmarks/gpu.sh --dry-run    # toy sizes on CPU: checks the script (seconds)
+#
+# Needs the package with JAX's CUDA 12 wheels: `pip install -e '.[cuda12]'` (once, with
+# network access; the run itself is offline: synthetic data, nothing downloaded). This script
+# installs nothing. PYTHON picks the interpreter (default: python3 on PATH); TOTAL_TIMEOUT_S
+# (default 480) is the hard limit on the whole run, after which the rows so far are printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+TOTAL_TIMEOUT_S="${TOTAL_TIMEOUT_S:-480}"
+
+dry_run=0
+for arg in "$@"; do
+  [[ "$arg" == "--dry-run" ]] && dry_run=1
+done
+
+if [[ "$dry_run" == 0 ]]; then
+  if ! backend="$("$PYTHON" -c 'import jax; print(jax.default_backend())' 2>/dev/null)"; then
+    echo "gpu.sh: '$PYTHON' cannot import jax; install the package: pip install -e '.[cuda12]'" >&2
+    exit 1
+  fi
+  if [[ "$backend" != "gpu" ]]; then
+    echo "gpu.sh: JAX sees no GPU (default backend: $backend). Install JAX's CUDA wheels with" \
+         "pip install -e '.[cuda12]', or run with --dry-run to check the script on CPU." >&2
+    exit 1
+  fi
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+fi
+
+# SIGTERM at the limit: benchmarks/gpu.py then prints the rows it has (and kills its child).
+exec timeout --signal=TERM --kill-after=15 "$TOTAL_TIMEOUT_S" "$PYTHON" benchmarks/gpu.py "$@"

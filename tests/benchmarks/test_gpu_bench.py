@@ -1,0 +1,56 @@
+"""Smoke test of benchmarks/gpu.sh --dry-run: the GPU benchmark's code path at toy sizes on CPU.
+
+A benchmark, not a timed test: nothing here asserts a wall time or a throughput.
+"""
+
+import os
+import subprocess
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_SCRIPT = os.path.join(_ROOT, 'benchmarks', 'gpu.sh')
+# Generous: the dry run takes ~45 s on 2 loaded cores (three children, each compiling).
+_TIMEOUT_S = 300
+
+
+def _rows(table: str) -> list[list[str]]:
+  return [[cell.strip() for cell in line.strip('|').split('|')]
+          for line in table.splitlines() if line.startswith('| ') and '---' not in line]
+
+
+def test_dry_run_prints_a_row_per_config(tmp_path):
+  out = tmp_path / 'gpu.md'
+  done = subprocess.run(
+    ['bash', _SCRIPT, '--dry-run', '--out', str(out)], capture_output=True, text=True,
+    timeout=_TIMEOUT_S, cwd=tmp_path, env={**os.environ, 'PYTHON': sys.executable})
+  assert done.returncode == 0, done.stderr[-3000:]
+  text = out.read_text()
+  assert text in done.stdout  # The same table is printed and written.
+  assert 'no download' in text and '- versions: python' in text
+  header, *rows = _rows(text)
+  assert header[:3] == ['workload', 'E', 'conv'] and 'MFU' in header
+  assert {(r[0], r[2]) for r in rows} == {
+    ('cnn-cifar10', 'auto'), ('resnet-cifar10', 'auto'), ('cnn-cifar10', 'lax')}
+  for row in rows:
+    assert row[-1] == 'ok', row
+    assert float(row[3]) > 0 and float(row[5].rstrip('%')) > 0, row  # steps/s, MFU: numbers.
+
+
+def test_without_a_gpu_the_script_says_how_to_get_one(tmp_path):
+  done = subprocess.run(['bash', _SCRIPT], capture_output=True, text=True, timeout=_TIMEOUT_S,
+                        cwd=tmp_path, env={**os.environ, 'PYTHON': sys.executable,
+                                           'JAX_PLATFORMS': 'cpu'})
+  assert done.returncode == 1
+  assert "pip install -e '.[cuda12]'" in done.stderr and '--dry-run' in done.stderr
+
+
+def test_a_failing_row_is_reported_and_the_table_still_printed(tmp_path):
+  # Every row killed after 1 s (as a hung or out-of-memory config would end): rows with errors.
+  done = subprocess.run(
+    [sys.executable, os.path.join(_ROOT, 'benchmarks', 'gpu.py'), '--dry-run',
+     '--config_timeout_s', '1', '--out', '-'],
+    capture_output=True, text=True, timeout=_TIMEOUT_S, cwd=tmp_path)
+  assert done.returncode == 0, done.stderr[-3000:]
+  _, *rows = _rows(done.stdout)
+  assert len(rows) == 3
+  assert all(row[-1] == 'timed out after 1 s' and row[3] == '-' for row in rows), rows
