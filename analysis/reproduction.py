@@ -29,14 +29,15 @@ import json
 import os
 import platform
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import matplotlib.figure
 import numpy as np
+import PIL.Image
 
 from analysis import distances
-from analysis import factors
 from analysis import geometry
 from analysis import plots
 from analysis import report
@@ -57,6 +58,7 @@ PROGRESS_EPOCHS = (0.5, 1.0, 2.0, 5.0, 10.0)
 # Figures: small PNGs committed with the report.
 FIGURE_DPI = 90
 PANEL_SIZE = (3.2, 2.8)        # inches per subplot of the per-family figures
+PALETTE_COLOURS = 128          # PNGs are saved with an adaptive palette of this many colours
 RATIO_LOG2_RANGE = 3           # factor heat map: colours saturate at ratios 1/8 and 8
 
 SPLIT = 'train'                # probes of every finding (the paper's choice)
@@ -92,10 +94,18 @@ def check_labels(members: Sequence[dict[str, Any]], labels: Sequence[Label],
 
 
 class PairStats(NamedTuple):
-  """Mean d_B at equal progress over pairs of members, and its ratio to the seed baseline."""
+  """Mean d_B at equal progress over pairs of members, and its ratio to the seed baseline.
+
+  The baseline of a pair is the seed-only distance averaged over the progress values that
+  pair covers, so pairs that cover only part of the grid (a run that progresses little, or
+  starts late) are held against seed pairs at the same progress values.
+  """
   num_pairs: int
   mean: float
   ratio_to_seed: float
+
+
+_EMPTY = PairStats(0, float('nan'), float('nan'))
 
 
 class FactorRow(NamedTuple):
@@ -113,30 +123,49 @@ class FactorRow(NamedTuple):
   other_seed: PairStats
 
 
-def _pairs_mean(pair_ExE: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray,
-                seeds_E: np.ndarray, same_seed: bool) -> tuple[int, float]:
-  """(pairs, mean distance) over pairs (a, b), a != b, with equal or different seeds."""
-  values = []
-  for a in rows_a:
-    for b in rows_b:
-      if a != b and (seeds_E[a] == seeds_E[b]) == same_seed and np.isfinite(pair_ExE[a, b]):
-        values.append(pair_ExE[a, b])
-  if not values:
-    return 0, float('nan')
-  return len(values), float(np.mean(values))
+def _pairs(rows_a: np.ndarray, rows_b: np.ndarray, seeds_E: np.ndarray, same_seed: bool,
+           keep=lambda a, b: True) -> np.ndarray:
+  """(P, 2) unordered pairs (a, b), a in rows_a, b in rows_b, a != b, seeds equal or not."""
+  pairs = {tuple(sorted((a, b))) for a in rows_a for b in rows_b
+           if a != b and (seeds_E[a] == seeds_E[b]) == same_seed and keep(a, b)}
+  return np.asarray(sorted(pairs), np.int64).reshape(-1, 2)
 
 
-def _stats(pair_ExE, rows_a, rows_b, seeds_E, same_seed, seed_mean) -> PairStats:
-  n, mean = _pairs_mean(pair_ExE, rows_a, rows_b, seeds_E, same_seed)
-  return PairStats(n, mean, mean / seed_mean if seed_mean > 0 else float('nan'))
+def _seed_curve(distances_GxExE: np.ndarray, pairs_Px2: np.ndarray) -> np.ndarray:
+  """(G,) mean over the seed pairs of d_B at each progress value (NaN where none is present)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', category=RuntimeWarning)  # all-NaN columns stay NaN
+    return np.nanmean(distances_GxExE[:, pairs_Px2[:, 0], pairs_Px2[:, 1]], axis=1)
 
 
-def factor_rows(pair_ExE: np.ndarray, labels: Sequence[Label], seeds: Sequence[int],
+def pair_stats(distances_GxExE: np.ndarray, pairs_Px2: np.ndarray,
+               seed_G: np.ndarray) -> PairStats:
+  """Mean over pairs of their mean d_B over progress, and its ratio to the matched seed mean.
+
+  Args:
+    distances_GxExE: d_B at each progress value (NaN where either member is absent).
+    pairs_Px2: member pairs.
+    seed_G: seed-only distance at each progress value (``_seed_curve``).
+  """
+  if not len(pairs_Px2):
+    return _EMPTY
+  d_GxP = distances_GxExE[:, pairs_Px2[:, 0], pairs_Px2[:, 1]].astype(np.float64)
+  covered_GxP = np.isfinite(d_GxP) & np.isfinite(seed_G)[:, None]
+  used_P = covered_GxP.any(axis=0)
+  if not used_P.any():
+    return _EMPTY
+  count_P = covered_GxP[:, used_P].sum(axis=0)
+  d_P = np.where(covered_GxP, d_GxP, 0.0)[:, used_P].sum(axis=0) / count_P
+  ref_P = np.where(covered_GxP, seed_G[:, None], 0.0)[:, used_P].sum(axis=0) / count_P
+  return PairStats(int(used_P.sum()), float(d_P.mean()), float(d_P.mean() / ref_P.mean()))
+
+
+def factor_rows(distances_GxExE: np.ndarray, labels: Sequence[Label], seeds: Sequence[int],
                 family: str) -> list[FactorRow]:
   """The seed baseline and every variant of one family against its base.
 
   Args:
-    pair_ExE: (E, E) mean d_B at equal progress (NaN where never comparable).
+    distances_GxExE: d_B at equal progress between the E members (NaN where absent).
     labels: E labels (all of one family).
     seeds: E seeds.
     family: the family name, for the rows.
@@ -148,18 +177,38 @@ def factor_rows(pair_ExE: np.ndarray, labels: Sequence[Label], seeds: Sequence[i
   seeds_E = np.asarray(seeds)
   variant_E = np.asarray([label.variant for label in labels])
   base = np.flatnonzero(variant_E == BASE)
-  n, seed_mean = _pairs_mean(pair_ExE, base, base, seeds_E, same_seed=False)
-  n //= 2  # Each unordered pair was counted twice.
-  rows = [FactorRow(SEED_ONLY, family, PairStats(0, float('nan'), float('nan')),
-                    PairStats(n, seed_mean, 1.0 if seed_mean > 0 else float('nan')))]
+  seed_pairs = _pairs(base, base, seeds_E, same_seed=False)
+  seed_G = _seed_curve(distances_GxExE, seed_pairs)
+  rows = [FactorRow(SEED_ONLY, family, _EMPTY, pair_stats(distances_GxExE, seed_pairs, seed_G))]
   for variant in dict.fromkeys(variant_E):
-    if variant == BASE:
-      continue
-    other = np.flatnonzero(variant_E == variant)
-    rows.append(FactorRow(
-        variant, family, _stats(pair_ExE, base, other, seeds_E, True, seed_mean),
-        _stats(pair_ExE, base, other, seeds_E, False, seed_mean)))
+    if variant != BASE:
+      other = np.flatnonzero(variant_E == variant)
+      rows.append(FactorRow(variant, family, *(
+          pair_stats(distances_GxExE, _pairs(base, other, seeds_E, same), seed_G)
+          for same in (True, False))))
   return rows
+
+
+def arch_rows(distances_GxExE: np.ndarray, families: Sequence[str],
+              seeds: Sequence[int]) -> list[FactorRow]:
+  """Base configurations of different families against the pooled within-family seed baseline.
+
+  Args:
+    distances_GxExE: d_B at equal progress between base members of every family.
+    families: E family names.
+    seeds: E seeds.
+
+  Returns:
+    The ARCH row, then the pooled SEED_ONLY row (family 'all').
+  """
+  fam_E, seeds_E, every = np.asarray(families), np.asarray(seeds), np.arange(len(families))
+  seed_pairs = _pairs(every, every, seeds_E, False, lambda a, b: fam_E[a] == fam_E[b])
+  seed_G = _seed_curve(distances_GxExE, seed_pairs)
+  across = lambda a, b: fam_E[a] != fam_E[b]  # noqa: E731
+  return [FactorRow(ARCH, 'all', *(
+              pair_stats(distances_GxExE, _pairs(every, every, seeds_E, same, across), seed_G)
+              for same in (True, False))),
+          FactorRow(SEED_ONLY, 'all', _EMPTY, pair_stats(distances_GxExE, seed_pairs, seed_G))]
 
 
 class Compared(NamedTuple):
@@ -168,7 +217,7 @@ class Compared(NamedTuple):
   grid_G: np.ndarray
   resampled_probs: np.ndarray  # (E', G, N, C)
   reached_ExG: np.ndarray
-  pair_ExE: np.ndarray         # mean over progress of d_B where both reached
+  distances_GxExE: np.ndarray  # d_B at each progress value, NaN where either is absent
 
 
 def compare(probs_ExTxNxC: np.ndarray, labels_N: np.ndarray, progress_ExT: np.ndarray,
@@ -178,11 +227,12 @@ def compare(probs_ExTxNxC: np.ndarray, labels_N: np.ndarray, progress_ExT: np.nd
   The grid runs from where every member of ``grid_rows`` has started to where the median one
   gets (``report``'s rule); members that start later (other inits) are compared where reached.
   """
-  grid_G = report._progress_grid(progress_ExT[grid_rows], GRID_SIZE, notes)  # pylint: disable=protected-access
+  # The standard analysis's grid rule, on the rows that set the grid.
+  grid_G = report._progress_grid(  # pylint: disable=protected-access
+      progress_ExT[grid_rows], GRID_SIZE, notes)
   resampled = geometry.resample(probs_ExTxNxC[rows], labels_N, grid_G, progress_ExT[rows])
   distances_GxExE = geometry.equal_progress_distances(resampled.probs, resampled.reached)
-  return Compared(rows, grid_G, resampled.probs, resampled.reached,
-                  factors.mean_over_progress(distances_GxExE))
+  return Compared(rows, grid_G, resampled.probs, resampled.reached, distances_GxExE)
 
 
 class InitJoin(NamedTuple):
@@ -288,7 +338,7 @@ def measure(traj: Any, labels: Sequence[Label], analysis_dir: str) -> Findings:
     rows = np.flatnonzero(family_E == family)
     cmp = compare(probs, labels_N, progress_ExT, rows, rows[default_E[rows]], notes)
     fam_labels = [kept_labels[e] for e in rows]
-    rows_out += factor_rows(cmp.pair_ExE, fam_labels, seeds_E[rows], family)
+    rows_out += factor_rows(cmp.distances_GxExE, fam_labels, seeds_E[rows], family)
     if any(v in INIT_VARIANTS for v in variant_E[rows]):
       inits[family] = init_join(cmp, variant_E[rows], probs[rows, 0], progress_ExT[rows, 0])
     by_width[family] = {v: progress_ExT[rows[variant_E[rows] == v]] for v in (BASE, WIDTH)
@@ -302,27 +352,15 @@ def measure(traj: Any, labels: Sequence[Label], analysis_dir: str) -> Findings:
   base = np.flatnonzero(variant_E == BASE)
   if len(set(family_E[base])) > 1:
     cmp = compare(probs, labels_N, progress_ExT, base, base, notes)
-    fam_B = family_E[base]
-    seed_rows = [factor_rows(cmp.pair_ExE[np.ix_(r, r)],
-                             [kept_labels[base[i]] for i in r], seeds_E[base][r], 'all')[0]
-                 for r in (np.flatnonzero(fam_B == f) for f in families)]
-    seed_n = sum(r.other_seed.num_pairs for r in seed_rows)
-    seed_mean = sum(r.other_seed.num_pairs * r.other_seed.mean for r in seed_rows) / seed_n
-    across = np.not_equal.outer(fam_B, fam_B)
-    pair = np.where(across, cmp.pair_ExE, np.nan)
-    all_b = np.arange(len(base))
-    rows_out.append(FactorRow(
-        ARCH, 'all', _stats(pair, all_b, all_b, seeds_E[base], True, seed_mean),
-        _stats(pair, all_b, all_b, seeds_E[base], False, seed_mean)))
-    rows_out.append(FactorRow(SEED_ONLY, 'all', PairStats(0, float('nan'), float('nan')),
-                              PairStats(seed_n, seed_mean, 1.0)))
+    rows_out += arch_rows(cmp.distances_GxExE, family_E[base], seeds_E[base])
   emb = dict(np.load(os.path.join(analysis_dir, 'embedding.npz')))
   return Findings(
       families=families, num_members=len(keep), dropped=list(summary.dropped),
       explained_stress=summary.explained_stress, eigenvalues=summary.eigenvalues,
       num_points=summary.num_points, factor_rows=rows_out,
       standard_factor_table=summary.factor_table.to_markdown(), epochs=traj.epochs,
-      progress_by_width=by_width, widths=widths, accuracy=accuracy, inits=inits, embedding=emb, notes=notes)
+      progress_by_width=by_width, widths=widths, accuracy=accuracy, inits=inits, embedding=emb,
+      notes=notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,6 +436,14 @@ def plot_factor_ratios(path: str, f: Findings) -> str:
   return path
 
 
+def _shrink(path: str) -> str:
+  """Rewrites a PNG with an adaptive palette of PALETTE_COLOURS colours (a few times smaller)."""
+  with PIL.Image.open(path) as image:
+    small = image.convert('RGB').quantize(colors=PALETTE_COLOURS)
+  small.save(path, optimize=True)
+  return path
+
+
 def write_figures(fig_dir: str, f: Findings, member_values: dict[str, list[Any]]) -> list[str]:
   """Every figure of the report; ``member_values``: colouring key -> value per kept member."""
   os.makedirs(fig_dir, exist_ok=True)
@@ -418,7 +464,7 @@ def write_figures(fig_dir: str, f: Findings, member_values: dict[str, list[Any]]
   out.append(plot_progress_by_width(path('progress_by_width.png'), f))
   if f.inits:
     out.append(plot_init_join(path('init_join.png'), f))
-  return out
+  return [_shrink(p) for p in out]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,10 +489,12 @@ def numbers_markdown(f: Findings, run: dict[str, Any]) -> str:
   lines += ['', '## 2. Factors: mean d_B at equal progress, and ratio to the seed baseline', '',
             'Per family, the base configuration vs the variant changing one factor. '
             '"same seed": seed-matched pairs (the factor alone differs); "other seed": pairs '
-            'that also differ in the seed. Ratio: mean / mean of the seed-only pairs '
-            '(base vs base, different seeds) on the same progress grid. Row `arch`: base '
-            'configurations of two different families, on a grid shared by all families, '
-            'against the pooled seed baseline on that grid (row `seed`, family `all`).', '',
+            'that also differ in the seed. d_B: mean over pairs of the mean over the progress '
+            'values both members reach. Ratio: that mean / the mean of the seed-only distance '
+            '(base vs base, different seeds, same family and grid) over the same progress '
+            'values pair by pair. Row `arch`: base configurations of two different families, '
+            'on a grid shared by all families, against the within-family seed pairs pooled on '
+            'that grid (row `seed`, family `all`).', '',
             '| factor | family | pairs (same seed) | d_B same seed | ratio | '
             'pairs (other seed) | d_B other seed | ratio |', '|---|---|---|---|---|---|---|---|']
   for r in f.factor_rows:

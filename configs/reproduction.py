@@ -10,7 +10,8 @@ the same 5 seeds, so each factor has seed-matched pairs that differ in it alone,
 configuration has 5 seeds for the seed-only baseline: 5 families x 10 configurations x 5
 seeds = 250 members in 35 cohorts.
 
-Sized for a 2-core CPU (about half an hour): widths 8-64, 10 epochs, digits (8x8). The
+Sized for a 2-core CPU (training took 13.4 min at load average 5-8): widths 8-64, 10 epochs,
+digits (8x8). The
 training half of the probe set is 720 stratified examples (the paper used every other
 training example), the test half all 359.
 

@@ -52,29 +52,64 @@ def test_config_rejects_unknown_argument():
 # Pair statistics.
 
 
+def _brute_force_stats(d_GxExE, pairs, seed_pairs):
+  """(pairs used, mean d_B, ratio) by explicit loops over pairs and progress values."""
+  num_g = d_GxExE.shape[0]
+  seed_G = []
+  for g in range(num_g):
+    values = [d_GxExE[g, i, j] for i, j in seed_pairs if np.isfinite(d_GxExE[g, i, j])]
+    seed_G.append(np.mean(values) if values else np.nan)
+  means, refs = [], []
+  for i, j in pairs:
+    gs = [g for g in range(num_g) if np.isfinite(d_GxExE[g, i, j]) and np.isfinite(seed_G[g])]
+    if gs:
+      means.append(np.mean([d_GxExE[g, i, j] for g in gs]))
+      refs.append(np.mean([seed_G[g] for g in gs]))
+  return len(means), np.mean(means), np.mean(means) / np.mean(refs)
+
+
 def test_factor_rows_match_brute_force():
   rng = np.random.default_rng(0)
   seeds = [0, 1, 2] * 3
   variants = ['base'] * 3 + ['width'] * 3 + ['adam'] * 3
   labels = [reproduction.Label('mlp', v) for v in variants]
-  d = rng.uniform(0.1, 1.0, (9, 9))
-  d = (d + d.T) / 2
-  d[2, 5] = d[5, 2] = np.nan  # a pair never comparable is left out
+  d = rng.uniform(0.1, 1.0, (4, 9, 9))
+  d = (d + d.transpose(0, 2, 1)) / 2
+  d[:, 2, 5] = d[:, 5, 2] = np.nan   # a pair never comparable is left out
+  d[:2, 6:, :] = d[:2, :, 6:] = np.nan  # the adam runs reach only the last two values
+  d[0, 0, :] = d[0, :, 0] = np.nan  # a base run that starts late
   rows = {r.factor: r for r in reproduction.factor_rows(d, labels, seeds, 'mlp')}
-  base = [i for i in range(9) if variants[i] == 'base']
-  seed_pairs = [d[i, j] for i, j in itertools.combinations(base, 2)]
-  seed_mean = np.mean(seed_pairs)
-  assert rows['seed'].other_seed.num_pairs == 3
-  np.testing.assert_allclose(rows['seed'].other_seed.mean, seed_mean)
+  base = [0, 1, 2]
+  seed_pairs = list(itertools.combinations(base, 2))
+  n, mean, ratio = _brute_force_stats(d, seed_pairs, seed_pairs)
+  assert rows['seed'].other_seed.num_pairs == n == 3
+  np.testing.assert_allclose([rows['seed'].other_seed.mean, rows['seed'].other_seed.ratio_to_seed],
+                             [mean, ratio])
   for name in ('width', 'adam'):
     other = [i for i in range(9) if variants[i] == name]
     for same, stats in ((True, rows[name].same_seed), (False, rows[name].other_seed)):
-      values = [d[i, j] for i in base for j in other
-                if (seeds[i] == seeds[j]) == same and np.isfinite(d[i, j])]
-      assert stats.num_pairs == len(values), (name, same)
-      np.testing.assert_allclose(stats.mean, np.mean(values))
-      np.testing.assert_allclose(stats.ratio_to_seed, np.mean(values) / seed_mean)
-  assert rows['width'].same_seed.num_pairs == 2  # (2, 5) is NaN
+      pairs = [(i, j) for i in base for j in other if (seeds[i] == seeds[j]) == same]
+      n, mean, ratio = _brute_force_stats(d, pairs, seed_pairs)
+      assert stats.num_pairs == n, (name, same)
+      np.testing.assert_allclose([stats.mean, stats.ratio_to_seed], [mean, ratio])
+  assert rows['width'].same_seed.num_pairs == 2  # (2, 5) is never comparable
+
+
+def test_arch_rows_pool_seed_pairs_within_families():
+  rng = np.random.default_rng(2)
+  families = ['mlp', 'mlp', 'cnn', 'cnn', 'vit', 'vit']
+  seeds = [0, 1] * 3
+  d = rng.uniform(0.1, 1.0, (3, 6, 6))
+  d = (d + d.transpose(0, 2, 1)) / 2
+  arch, seed = reproduction.arch_rows(d, families, seeds)
+  seed_pairs = [(0, 1), (2, 3), (4, 5)]
+  across = [(i, j) for i, j in itertools.combinations(range(6), 2) if families[i] != families[j]]
+  for same, stats in ((True, arch.same_seed), (False, arch.other_seed)):
+    pairs = [(i, j) for i, j in across if (seeds[i] == seeds[j]) == same]
+    n, mean, ratio = _brute_force_stats(d, pairs, seed_pairs)
+    assert stats.num_pairs == n == 6
+    np.testing.assert_allclose([stats.mean, stats.ratio_to_seed], [mean, ratio])
+  np.testing.assert_allclose(seed.other_seed.ratio_to_seed, 1.0)
 
 
 def test_init_join_distance_to_base_mean_matches_numpy():
@@ -85,7 +120,7 @@ def test_init_join_distance_to_base_mean_matches_numpy():
   reached[4, 0] = reached[5, 0] = False  # the subset runs start later
   variants = np.asarray(['base', 'base', 'base', 'random_labels', 'subset', 'subset'])
   cmp = reproduction.Compared(np.arange(num_e), np.linspace(0.1, 0.5, num_g), probs, reached,
-                              np.zeros((num_e, num_e)))
+                              np.zeros((num_g, num_e, num_e)))
   start = rng.dirichlet(np.ones(num_c), (num_e, num_n)).astype(np.float32)
   join = reproduction.init_join(cmp, variants, start, np.arange(num_e) / 10.0)
   for g in range(num_g):
