@@ -46,7 +46,6 @@ BASE = 'base'                  # the variant every other one of its family is co
 WIDTH = 'width'                # the wider-network variant (finding 3)
 SEED_ONLY = 'seed'             # row of the seed-only baseline
 ARCH = 'arch'                  # row of base-vs-base pairs across families
-DEFAULT_INIT = 'default'
 INIT_VARIANTS = ('random_labels', 'subset')
 
 # Progress values at which trajectories are compared (per family, and across families).
