@@ -1,0 +1,36 @@
+r"""Regenerates every number and figure of docs/REPRODUCTION.md.
+
+  python -m launch.reproduce --workdir=workdirs/reproduction [--docs_dir=docs] [--notrain]
+
+Trains the sweep of configs/reproduction.py into --workdir (resuming what it holds), runs the
+standard analysis into --workdir/analysis and the report's four findings, and writes
+--docs_dir/figures/*.png, --docs_dir/reproduction_numbers.md and .json.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+import ensembles  # noqa: F401  (before JAX starts: one CPU device per core)
+from analysis import reproduction
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The trajectories store of the sweep.')
+_DOCS_DIR = flags.DEFINE_string('docs_dir', 'docs', 'Where the figures and numbers go.')
+_CONFIG_ARG = flags.DEFINE_enum('config_arg', '', ['', 'tiny'],
+                                'Argument of configs/reproduction.py (tiny: test-sized).')
+_TRAIN = flags.DEFINE_bool('train', True, 'Train (or resume) before analysing.')
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  command = 'python -m launch.reproduce ' + ' '.join(sys.argv[1:])
+  files = reproduction.regenerate(_WORKDIR.value, _DOCS_DIR.value, _CONFIG_ARG.value,
+                                  train=_TRAIN.value, command=command)
+  print('Wrote:\n' + '\n'.join(files))
+
+
+if __name__ == '__main__':
+  app.run(main)
