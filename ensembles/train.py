@@ -271,7 +271,13 @@ class CohortProgram:
           step=state.step + 1, members=members, alive=ok,
           diverged_at=jnp.where(newly_diverged, state.step, state.diverged_at)), perms
 
-    perms = permutations(state.step // self.steps_per_epoch)
+    # A chunk that starts mid-epoch needs that epoch's order now; one that starts at an epoch
+    # boundary (most chunks) gets it from the first step's branch: computed once, not twice.
+    epoch, within = jnp.divmod(state.step, self.steps_per_epoch)
+    placeholder = jax.eval_shape(permutations, epoch)
+    perms = jax.lax.cond(within == 0,
+                         lambda: jnp.zeros(placeholder.shape, placeholder.dtype),
+                         lambda: permutations(epoch))
     state, _ = jax.lax.fori_loop(0, num_steps, body, (state, perms))
     return state
 

@@ -116,6 +116,21 @@ def test_evaluate_in_batches_matches_one_forward_pass_per_member(data_dir, eval_
       np.testing.assert_allclose(probs[i], jax.nn.softmax(logits), rtol=1e-5, atol=1e-7)
 
 
+def test_chunked_training_is_bit_identical_to_one_call(data_dir):
+  members = _members(seed=(0, 1), augment=(True,))
+  program, dataset = _cohort_program(data_dir, members)
+  mesh = devices.member_mesh()
+  hp, dataset, _ = train_lib.place(mesh, train_lib.member_hparams(members), dataset, None)
+  init, train = jax.jit(program.init), jax.jit(program.train)
+  whole = train(init(hp), hp, dataset, 54)
+  chunked = init(hp)
+  # Chunks starting at step 0 (an epoch boundary), mid-epoch (3) and at the next boundary (44).
+  assert program.steps_per_epoch == 44
+  for num_steps in (3, 41, 10):
+    chunked = train(chunked, hp, dataset, num_steps)
+  jax.tree.map(np.testing.assert_array_equal, whole, chunked)
+
+
 def test_learning_rate_zero_member_keeps_its_initial_predictions(small_config, tmp_path):
   # No BatchNorm: its running statistics move even at learning rate 0.
   config = small_config(epochs=2, learning_rate=(0.0, 0.1), seed=(0, 1))
