@@ -17,7 +17,8 @@ seeds. Each member carries a label ``(family, variant)``. The findings:
 ``regenerate(workdir, docs_dir)`` trains the sweep (resuming what the workdir holds),
 runs the standard analysis (``analyze_trajectories``) and the four findings, and writes the
 figures to ``docs_dir/figures/`` and the numbers to ``docs_dir/reproduction_numbers.md`` and
-``.json``.
+``.json`` (for a sweep on another dataset, ``figures/<tag>_*.png`` and
+``reproduction_numbers_<tag>.md``, ``.json``: see ``configs/reproduction.py``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ INIT_VARIANTS = ('random_labels', 'subset')
 # Progress values at which trajectories are compared (per family, and across families).
 GRID_SIZE = 10
 
-# Epochs at which progress is tabulated for finding 3 (those on the recording grid are used).
+# Epochs at which progress is tabulated for finding 3 (those on the recording grid are used),
+# and the last one.
 PROGRESS_EPOCHS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 # Figures: small PNGs committed with the report.
@@ -61,9 +63,8 @@ PALETTE_COLOURS = 128          # PNGs are saved with an adaptive palette of this
 RATIO_LOG2_RANGE = 3           # factor heat map: colours saturate at ratios 1/8 and 8
 
 SPLIT = 'train'                # probes of every finding (the paper's choice)
-NUMBERS_MD = 'reproduction_numbers.md'
-NUMBERS_JSON = 'reproduction_numbers.json'
-FIGURES_DIR = 'figures'
+NUMBERS_STEM = 'reproduction_numbers'  # + '_<tag>' for a tagged sweep, + '.md' and '.json'
+FIGURES_DIR = 'figures'                # figure names get a '<tag>_' prefix for a tagged sweep
 
 
 class Label(NamedTuple):
@@ -443,10 +444,29 @@ def _shrink(path: str) -> str:
   return path
 
 
-def write_figures(fig_dir: str, f: Findings, member_values: dict[str, list[Any]]) -> list[str]:
-  """Every figure of the report; ``member_values``: colouring key -> value per kept member."""
+def figure_name(name: str, tag: str = '') -> str:
+  """A figure's file name: ``name``, prefixed ``<tag>_`` for a tagged sweep (another dataset)."""
+  return f'{tag}_{name}' if tag else name
+
+
+def numbers_names(tag: str = '') -> tuple[str, str]:
+  """The numbers files' names (markdown, JSON), suffixed ``_<tag>`` for a tagged sweep."""
+  stem = f'{NUMBERS_STEM}_{tag}' if tag else NUMBERS_STEM
+  return f'{stem}.md', f'{stem}.json'
+
+
+def write_figures(fig_dir: str, f: Findings, member_values: dict[str, list[Any]],
+                  tag: str = '') -> list[str]:
+  """Every figure of the report.
+
+  Args:
+    fig_dir: where the PNGs go.
+    f: the findings.
+    member_values: colouring key -> value per kept member.
+    tag: '' or the sweep's tag (``figure_name``).
+  """
   os.makedirs(fig_dir, exist_ok=True)
-  path = lambda name: os.path.join(fig_dir, name)  # noqa: E731
+  path = lambda name: os.path.join(fig_dir, figure_name(name, tag))  # noqa: E731
   emb = f.embedding
   refs = plots.References(emb['ignorance_coords'], emb['truth_coords'], emb['geodesic_coords'])
   members = emb['member']  # original indices; map to positions among the kept members
@@ -504,7 +524,8 @@ def numbers_markdown(f: Findings, run: dict[str, Any]) -> str:
   lines += ['', 'Standard factor table of `analyze_trajectories` (one grid for all members; '
             'width counts as `arch`, Adam as `several`):', '', f.standard_factor_table,
             '## 3. Progress against epochs by width (mean over seeds)', '']
-  shown = [e for e in PROGRESS_EPOCHS if np.isin(e, f.epochs)]
+  shown = [e for e in dict.fromkeys((*PROGRESS_EPOCHS, float(f.epochs[-1])))
+           if np.isin(e, f.epochs)]
   lines += ['| family | variant | width | ' + ' | '.join(f'epoch {e:g}' for e in shown)
             + ' | final train acc | final test acc |', '|---' * (5 + len(shown)) + '|']
   for family, by in f.progress_by_width.items():
@@ -595,11 +616,15 @@ def run_info(command: str, train_seconds: float, analysis_seconds: float,
 
 
 def report_files(docs_dir: str, f: Findings, run: dict[str, Any],
-                 member_values: dict[str, list[Any]]) -> list[str]:
-  """Writes the figures and both numbers files under ``docs_dir``; returns the paths."""
+                 member_values: dict[str, list[Any]], tag: str = '') -> list[str]:
+  """Writes the figures and both numbers files under ``docs_dir``; returns the paths.
+
+  ``tag`` ('' or the sweep's tag) names the files (``figure_name``, ``numbers_names``).
+  """
   os.makedirs(docs_dir, exist_ok=True)
-  files = write_figures(os.path.join(docs_dir, FIGURES_DIR), f, member_values)
-  for name, text in ((NUMBERS_MD, numbers_markdown(f, run)), (NUMBERS_JSON, numbers_json(f, run))):
+  files = write_figures(os.path.join(docs_dir, FIGURES_DIR), f, member_values, tag)
+  md_name, json_name = numbers_names(tag)
+  for name, text in ((md_name, numbers_markdown(f, run)), (json_name, numbers_json(f, run))):
     with open(os.path.join(docs_dir, name), 'w') as out:
       out.write(text)
     files.append(os.path.join(docs_dir, name))
@@ -613,7 +638,10 @@ def regenerate(workdir: str, docs_dir: str, config_arg: str = '', train: bool = 
   Args:
     workdir: the trajectories store; the standard analysis goes to ``workdir/analysis``.
     docs_dir: where the figures (``figures/``) and the numbers files go.
-    config_arg: the argument of ``configs/reproduction.py`` ('' or 'tiny').
+    config_arg: the argument of ``configs/reproduction.py`` (its ``ARGS``: '' for digits,
+      'mnist1d', or their 'tiny' forms). A sweep on another dataset than digits names its
+      files with its tag (``figures/<tag>_*.png``, ``reproduction_numbers_<tag>.md``), so the
+      datasets' reports sit side by side.
     train: train (or resume) first; False analyses what the store holds.
     command: the command line, written into the numbers file.
 
@@ -629,7 +657,8 @@ def regenerate(workdir: str, docs_dir: str, config_arg: str = '', train: bool = 
   if train:
     print(ensembles.train_and_record(config, workdir).table(), flush=True)
   traj = ensembles.load_trajectories(workdir)
-  changes = {Label(*k): v for k, v in config_lib.variants(config_arg == 'tiny').items()}
+  spec = config_lib.sweep_spec(config_arg)
+  changes = {Label(*k): v for k, v in config_lib.variants(config_arg).items()}
   labels = [label for label in changes for _ in config.sweep.seed]
   check_labels(traj.members, labels, changes)
   start = time.time()
@@ -639,4 +668,5 @@ def regenerate(workdir: str, docs_dir: str, config_arg: str = '', train: bool = 
   member_values = {'arch': [m['arch'] for m in kept], 'init': [m['init'] for m in kept]}
   devices = f'{jax.device_count()} x {jax.devices()[0].platform}'
   run = run_info(command, training_seconds(workdir), time.time() - start, devices)
-  return report_files(docs_dir, findings, run, member_values)
+  run['dataset'] = spec.dataset
+  return report_files(docs_dir, findings, run, member_values, spec.docs_tag)

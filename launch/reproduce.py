@@ -1,10 +1,12 @@
 r"""Regenerates every number and figure of docs/REPRODUCTION.md.
 
   python -m launch.reproduce --workdir=workdirs/reproduction [--docs_dir=docs] [--notrain]
+  python -m launch.reproduce --config_arg=mnist1d --workdir=workdirs/reproduction_mnist1d
 
-Trains the sweep of configs/reproduction.py into --workdir (resuming what it holds), runs the
-standard analysis into --workdir/analysis and the report's four findings, and writes
---docs_dir/figures/*.png, --docs_dir/reproduction_numbers.md and .json.
+Trains the sweep of configs/reproduction.py (digits, or the argument's dataset) into --workdir
+(resuming what it holds), runs the standard analysis into --workdir/analysis and the report's
+four findings, and writes --docs_dir/figures/*.png, --docs_dir/reproduction_numbers.md and
+.json; for mnist1d, --docs_dir/figures/mnist1d_*.png and reproduction_numbers_mnist1d.md, .json.
 """
 
 import sys
@@ -13,11 +15,14 @@ from absl import app, flags, logging
 
 import ensembles  # noqa: F401  (before JAX starts: one CPU device per core)
 from analysis import reproduction
+from configs import reproduction as config_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trajectories store of the sweep.')
 _DOCS_DIR = flags.DEFINE_string('docs_dir', 'docs', 'Where the figures and numbers go.')
-_CONFIG_ARG = flags.DEFINE_enum('config_arg', '', ['', 'tiny'],
-                                'Argument of configs/reproduction.py (tiny: test-sized).')
+_CONFIG_ARG = flags.DEFINE_enum(
+    'config_arg', '', list(config_lib.ARGS),
+    'Argument of configs/reproduction.py: the dataset (digits if empty, mnist1d); tiny: '
+    'test-sized.')
 _TRAIN = flags.DEFINE_bool('train', True, 'Train (or resume) before analysing.')
 flags.mark_flags_as_required(['workdir'])
 

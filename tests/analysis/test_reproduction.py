@@ -22,10 +22,15 @@ def _d_b_numpy(p_NxC: np.ndarray, q_NxC: np.ndarray) -> float:
 # The sweep design.
 
 
-def test_every_variant_changes_one_factor_of_its_base():
-  members = ensembles.expand_members(config_lib.get_config())
-  labels = [k for k in config_lib.variants() for _ in config_lib.SEEDS]
-  assert len(members) == len(labels) == 5 * len(config_lib.VARIANTS) * len(config_lib.SEEDS)
+@pytest.mark.parametrize('arg, dataset, archs, num_variants', [
+    ('', 'digits', {'mlp', 'cnn', 'resnet', 'vit', 'convmixer'}, len(config_lib.VARIANTS)),
+    # mnist1d: the 1-D families only, and no augmentation variant (a no-op on 1-D signals).
+    ('mnist1d', 'mnist1d', {'mlp', 'cnn'}, len(config_lib.VARIANTS) - 1),
+])
+def test_every_variant_changes_one_factor_of_its_base(arg, dataset, archs, num_variants):
+  members = ensembles.expand_members(config_lib.get_config(arg))
+  labels = [k for k in config_lib.variants(arg) for _ in config_lib.SEEDS]
+  assert len(members) == len(labels) == len(archs) * num_variants * len(config_lib.SEEDS)
   by_label = {}
   for m, label in zip(members, labels):
     by_label.setdefault(label, []).append(m.to_dict())
@@ -39,13 +44,31 @@ def test_every_variant_changes_one_factor_of_its_base():
                 'augment': {'augment'}, 'random_labels': {'init'},
                 'subset': {'init'}}[variant]
     assert differ == expected, (family, variant, differ)
-  archs = {m.arch for m in members}
-  assert archs == {'mlp', 'cnn', 'resnet', 'vit', 'convmixer'}
+  assert {m.arch for m in members} == archs
+  assert {m.dataset for m in members} == {dataset}
 
 
 def test_config_rejects_unknown_argument():
-  with pytest.raises(ValueError, match='accepted: tiny'):
+  with pytest.raises(ValueError, match="accepted: .*'mnist1d'"):
     config_lib.get_config('huge')
+
+
+def test_mnist1d_sweep_passes_validation(data_dir):
+  """Every mnist1d member is a model the 1-D signals fit (checked before anything compiles)."""
+  config = config_lib.get_config('mnist1d')
+  config.data.data_dir = data_dir
+  plan = ensembles.plan(config)
+  assert len(plan.members) == 2 * 9 * len(config_lib.SEEDS)
+
+
+def test_tagged_sweeps_name_their_files_apart():
+  assert config_lib.sweep_spec('').docs_tag == config_lib.sweep_spec('tiny').docs_tag == ''
+  tag = config_lib.sweep_spec('mnist1d').docs_tag
+  assert tag == config_lib.sweep_spec('mnist1d_tiny').docs_tag == 'mnist1d'
+  assert reproduction.numbers_names('') == ('reproduction_numbers.md', 'reproduction_numbers.json')
+  assert reproduction.numbers_names(tag) == ('reproduction_numbers_mnist1d.md',
+                                             'reproduction_numbers_mnist1d.json')
+  assert reproduction.figure_name('init_join.png', tag) == 'mnist1d_init_join.png'
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,3 +216,25 @@ def test_init_start_points_match_the_store(tiny_report):
     np.testing.assert_allclose(inits['start_to_ignorance'][variant], expected, rtol=1e-4)
   # Pretraining on a subset moves step 0 toward truth; the default init starts near ignorance.
   assert inits['start_progress']['subset'][0] > inits['start_progress']['base'][0] + 0.1
+
+
+@pytest.mark.slow  # ~22 s at load average 2.8 (four cohorts to compile, then the analysis)
+def test_mnist1d_tiny_report_is_tagged(tmp_path, data_dir):
+  """The mnist1d sweep writes its own files (digits' are not overwritten) and has no augment."""
+  workdir, docs = str(tmp_path / 'store'), str(tmp_path / 'docs')
+  config = config_lib.get_config('mnist1d_tiny')
+  config.data.data_dir = data_dir
+  config.train.log_every_seconds = 1e9
+  ensembles.train_and_record(config, workdir)
+  files = reproduction.regenerate(workdir, docs, 'mnist1d_tiny', train=False, command='test')
+  names = sorted(os.path.relpath(f, docs) for f in files)
+  assert names == sorted(
+      [f'figures/mnist1d_{n}.png' for n in ('explained_stress', 'embedding_arch',
+                                            'embedding_init', 'factor_ratios',
+                                            'progress_by_width', 'init_join')]
+      + ['reproduction_numbers_mnist1d.md', 'reproduction_numbers_mnist1d.json'])
+  with open(os.path.join(docs, 'reproduction_numbers_mnist1d.json')) as f:
+    numbers = json.load(f)
+  assert numbers['run']['dataset'] == 'mnist1d'
+  factors = {r['factor'] for r in numbers['findings']['factor_rows']}
+  assert 'augment' not in factors and {'width', 'random_labels', 'subset'} <= factors
