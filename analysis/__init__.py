@@ -10,6 +10,7 @@ Public API:
   plot_embedding(...), plot_explained_stress(...), embedding_figure_3d(...),
   write_embedding_html(...)
   analyze_trajectories(traj, outdir, ...) -> AnalysisSummary
+  progress_grid(progress_ExT, size) -> the equal-progress grid analyze_trajectories uses
 """
 
 from analysis.distances import BC_CLIP, bhattacharyya, bhattacharyya_paired
@@ -20,13 +21,13 @@ from analysis.geometry import (Resampled, equal_progress_distances, geodesic, ig
 from analysis.embedding import InPCA, inpca
 from analysis.plots import (References, embedding_figure_3d, plot_embedding,
                             plot_explained_stress, write_embedding_html)
-from analysis.report import AnalysisSummary, analyze_trajectories
+from analysis.report import AnalysisSummary, analyze_trajectories, progress_grid
 
 __all__ = [
     'AnalysisSummary', 'BC_CLIP', 'FACTORS', 'FactorRow', 'FactorTable', 'InPCA', 'References',
     'Resampled', 'analyze_trajectories', 'bhattacharyya', 'bhattacharyya_paired',
     'embedding_figure_3d', 'equal_progress_distances', 'factor_analysis', 'factor_table',
     'geodesic', 'ignorance', 'inpca', 'pair_factor', 'path_length', 'plot_embedding',
-    'plot_explained_stress', 'progress', 'resample', 'seed_groups', 'slerp', 'truth',
-    'tube_width', 'write_embedding_html',
+    'plot_explained_stress', 'progress', 'progress_grid', 'resample', 'seed_groups', 'slerp',
+    'truth', 'tube_width', 'write_embedding_html',
 ]

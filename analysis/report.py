@@ -119,17 +119,28 @@ def _choose_points(num_members: int, num_times: int, max_points: int, notes: lis
   return members, t_idx
 
 
-def _progress_grid(progress_ExT: np.ndarray, size: int, notes: list[str]) -> np.ndarray:
-  """From where every member starts to where the median member gets.
+def progress_grid(progress_ExT: np.ndarray, size: int,
+                  notes: list[str] | None = None) -> np.ndarray:
+  """The equal-progress grid: from where every member starts to where the median member gets.
 
   A pair is compared only where both members reach (``resample``'s mask), so one slow member
   does not shrink the grid for all others.
+
+  Args:
+    progress_ExT: progress of each member at each recording time.
+    size: number of grid values.
+    notes: if given, a note is appended when the members share no progress range (the grid
+      then spans all progress values).
+
+  Returns:
+    (size,) increasing progress values.
   """
   lo = float(progress_ExT[:, 0].max())
   hi = float(np.median(progress_ExT.max(axis=1)))
   if hi <= lo:
     lo, hi = float(progress_ExT[:, 0].min()), float(progress_ExT.max())
-    notes.append('Trajectories share no progress range; comparing each pair where both reach.')
+    if notes is not None:
+      notes.append('Trajectories share no progress range; comparing each pair where both reach.')
   return np.linspace(lo, hi, size)
 
 
@@ -176,7 +187,7 @@ def _compare(probs_ExTxNxC, labels_N: np.ndarray, members: list[dict[str, Any]],
   num_members, num_times, num_samples, num_classes = probs_ExTxNxC.shape
   flat = np.asarray(probs_ExTxNxC).reshape(-1, num_samples, num_classes)
   progress_ExT = geometry.progress(flat, labels_N).reshape(num_members, num_times)
-  grid_G = _progress_grid(progress_ExT, grid_size, notes)
+  grid_G = progress_grid(progress_ExT, grid_size, notes)
   notes.append(f'Equal-progress grid: {grid_size} values in [{grid_G[0]:.3f}, {grid_G[-1]:.3f}].')
   resampled = geometry.resample(probs_ExTxNxC, labels_N, grid_G, progress_ExT)
   distances_GxExE = geometry.equal_progress_distances(resampled.probs, resampled.reached)

@@ -228,8 +228,7 @@ def compare(probs_ExTxNxC: np.ndarray, labels_N: np.ndarray, progress_ExT: np.nd
   gets (``report``'s rule); members that start later (other inits) are compared where reached.
   """
   # The standard analysis's grid rule, on the rows that set the grid.
-  grid_G = report._progress_grid(  # pylint: disable=protected-access
-      progress_ExT[grid_rows], GRID_SIZE, notes)
+  grid_G = report.progress_grid(progress_ExT[grid_rows], GRID_SIZE, notes)
   resampled = geometry.resample(probs_ExTxNxC[rows], labels_N, grid_G, progress_ExT[rows])
   distances_GxExE = geometry.equal_progress_distances(resampled.probs, resampled.reached)
   return Compared(rows, grid_G, resampled.probs, resampled.reached, distances_GxExE)

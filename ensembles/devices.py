@@ -91,7 +91,8 @@ def padded_size(num_members: int, mesh: Mesh) -> int:
 def member_shardings(tree, mesh: Mesh):
   """Shardings for a pytree whose leaves have the member axis first (scalars replicated)."""
   return jax.tree.map(
-      lambda x: NamedSharding(mesh, PartitionSpec(MEMBER_AXIS) if len(x.shape) else PartitionSpec()),
+      lambda x: NamedSharding(mesh,
+                              PartitionSpec(MEMBER_AXIS) if len(x.shape) else PartitionSpec()),
       tree)
 
 

@@ -181,7 +181,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
 
 def _check_choice(value: Any, choices: Sequence[Any], where: str) -> None:
   if value not in choices:
-    raise ConfigError(f'{where}: unknown value {value!r}; accepted: {", ".join(map(str, choices))}.')
+    accepted = ', '.join(map(str, choices))
+    raise ConfigError(f'{where}: unknown value {value!r}; accepted: {accepted}.')
 
 
 def _validate_member(h: Hparams, where: str) -> None:

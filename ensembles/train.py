@@ -307,7 +307,8 @@ class CohortProgram:
         order_ExN = order_ExPxK.reshape(len(subset_ExK), -1)[:, :n]
         return jnp.take_along_axis(subset_ExK, order_ExN, axis=1)
     else:
-      raise ValueError(f'init {self.init_choice!r} has no pretraining; accepted: random_labels, subset.')
+      raise ValueError(f'init {self.init_choice!r} has no pretraining; '
+                       'accepted: random_labels, subset.')
 
     step_members = jax.vmap(
         functools.partial(self._member_step, scheduled=False),

@@ -206,8 +206,9 @@ class Network:
 
     Counted exactly from the eval-mode jaxpr traced with every convolution as one
     ``conv_general_dilated`` (formulation 'lax', whatever this network uses: the arithmetic is
-    the same), counting ``dot_general`` and ``conv_general_dilated`` only; elementwise work (activations, norms, softmax, biases, residual adds) is ignored,
-    as is usual for reported FLOP counts. A training step costs about 3x this (forward plus
+    the same), counting ``dot_general`` and ``conv_general_dilated`` only; elementwise work
+    (activations, norms, softmax, biases, residual adds) is ignored, as is usual for reported
+    FLOP counts. A training step costs about 3x this (forward plus
     backward). Cached per network.
     """
     return _forward_flops(self)
