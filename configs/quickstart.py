@@ -2,7 +2,7 @@ r"""The README's main job: 96 networks on scikit-learn's digits, offline.
 
 3 architectures x 2 optimizers (each with 2 learning rates of its own scale) x
 augmentation on/off x 4 seeds = 96 members in 6 cohorts (architecture x optimizer), width 16,
-12 epochs: about 4-5 minutes on a 2-core CPU, analysis included.
+12 epochs: about 2 minutes on a quiet 2-core CPU (5 when it is busy), analysis included.
 
 Run:
   python -m launch.run --config=configs/quickstart.py --workdir=workdirs/quickstart
