@@ -92,6 +92,59 @@ def calibrated_timing(run_steps, spec: dict) -> dict:
   return result
 
 
+def trainer_cohort(config, dataset, eval_batch_size: int, probe_size: int,
+                   formulation: str | None = None):
+  """The real trainer's compiled cohort for a one-cohort sweep, set up as ``experiment`` does.
+
+  Args:
+    config: a sweep config whose members form one cohort.
+    dataset: its (host) dataset.
+    eval_batch_size: probe examples evaluated at once.
+    probe_size: the first ``probe_size`` test examples serve as both probe sets.
+    formulation: a convolution formulation to force (``ensembles.models.CONV_FORMULATIONS``);
+      None keeps the backend's default.
+
+  Returns:
+    (program, compiled cohort, placed hparams, placed dataset, placed probes).
+  """
+  import dataclasses
+
+  import numpy as np
+
+  from ensembles import devices
+  from ensembles import sweep as sweep_lib
+  from ensembles import train as train_lib
+
+  (cohort,) = sweep_lib.make_cohorts(sweep_lib.expand_members(config))
+  program = train_lib.CohortProgram.for_cohort(cohort, dataset.info, eval_batch_size)
+  if formulation:
+    program = dataclasses.replace(
+      program, network=program.network.with_conv_formulation(formulation))
+  mesh = devices.member_mesh()
+  probes = np.arange(probe_size)
+  hp, dataset, probes = train_lib.place(
+    mesh, train_lib.member_hparams(cohort.hparams, devices.padded_size(cohort.size, mesh)),
+    dataset, train_lib.make_probes(dataset, probes, probes))
+  return program, program.compile(hp, dataset, probes, mesh), hp, dataset, probes
+
+
+def trainer_timing(compiled, hp, dataset, spec: dict) -> tuple[Callable[[], object], dict]:
+  """Times ``compiled.train`` with ``calibrated_timing(spec)``.
+
+  Returns:
+    (a function returning the current state, the timing result).
+  """
+  import jax
+
+  holder = [compiled.init(hp)]
+
+  def run_steps(n):
+    holder[0] = compiled.train(holder[0], hp, dataset, n)
+    jax.block_until_ready(holder[0])
+
+  return lambda: holder[0], calibrated_timing(run_steps, spec)
+
+
 def jax_matmul_peak_gflops(
   size: int = PEAK_MATMUL_SIZE, repeats: int = PEAK_MATMUL_REPEATS
 ) -> float:
@@ -158,6 +211,16 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
   lines = ['| ' + ' | '.join(headers) + ' |', '|' + '|'.join('---' for _ in headers) + '|']
   lines += ['| ' + ' | '.join(str(cell) for cell in row) + ' |' for row in rows]
   return '\n'.join(lines)
+
+
+def write_results(text: str, path: str | None) -> None:
+  """Writes a results table to ``path`` (nothing for None or '-'), creating its folder."""
+  if not path or path == '-':
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(text if text.endswith('\n') else text + '\n')
+  print(f'written to {path}', file=sys.stderr)
 
 
 def emit_result(result: dict) -> None:

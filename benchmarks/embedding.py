@@ -159,10 +159,7 @@ def main(argv=None) -> None:
   out = args.out
   if out is None and not args.quick:
     out = os.path.join(RESULTS_DIR, f'embedding_{common.host_kind()}.md')
-  if out and out != '-':
-    with open(out, 'w') as f:
-      f.write(text)
-    print(f'written to {out}', file=sys.stderr)
+  common.write_results(text, out)
 
 
 if __name__ == '__main__':

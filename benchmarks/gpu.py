@@ -156,12 +156,8 @@ def synthetic_dataset(num_train: int, num_test: int):
 def _child(spec: dict) -> dict:
   import ensembles  # noqa: F401  Before JAX starts (device setup).
   import jax
-  import numpy as np
 
-  from ensembles import devices
   from ensembles import experiment
-  from ensembles import sweep as sweep_lib
-  from ensembles import train as train_lib
 
   result = dict(matmul_peak_gflops=common.jax_matmul_peak_gflops(spec['peak_matmul_size']),
                 environment=common.environment_lines(), host_kind=common.host_kind(),
@@ -172,28 +168,15 @@ def _child(spec: dict) -> dict:
   h.dataset, h.arch, h.width, h.depth = 'cifar10', workload.arch, workload.width, workload.depth
   h.batch_size, h.learning_rate, h.momentum = workload.batch_size, LEARNING_RATE, MOMENTUM
   config.sweep.seed = tuple(range(spec['members']))
-  (cohort,) = sweep_lib.make_cohorts(sweep_lib.expand_members(config))
-  dataset = synthetic_dataset(spec['num_train'], spec['num_test'])
-  program = train_lib.CohortProgram.for_cohort(cohort, dataset.info, spec['eval_batch_size'])
-  if spec['formulation'] != 'auto':
-    program = dataclasses.replace(
-      program, network=program.network.with_conv_formulation(spec['formulation']))
-  mesh = devices.member_mesh()
-  probes = np.arange(spec['probe_size'])
-  hp, dataset, probes = train_lib.place(
-    mesh, train_lib.member_hparams(cohort.hparams, devices.padded_size(cohort.size, mesh)),
-    dataset, train_lib.make_probes(dataset, probes, probes))
-  compiled = program.compile(hp, dataset, probes, mesh)
-  holder = [compiled.init(hp)]
-
-  def run_steps(n):
-    holder[0] = compiled.train(holder[0], hp, dataset, n)
-    jax.block_until_ready(holder[0])
-
-  result.update(common.calibrated_timing(run_steps, dict(
+  formulation = None if spec['formulation'] == 'auto' else spec['formulation']
+  program, compiled, hp, dataset, probes = common.trainer_cohort(
+    config, synthetic_dataset(spec['num_train'], spec['num_test']), spec['eval_batch_size'],
+    spec['probe_size'], formulation)
+  state, timing = common.trainer_timing(compiled, hp, dataset, dict(
     members=spec['members'], chunk_seconds=spec['chunk_seconds'], repeats=REPEATS,
-    max_seconds_per_step=MAX_SECONDS_PER_STEP)))
-  evaluate = lambda: jax.block_until_ready(compiled.evaluate(holder[0], probes))  # noqa: E731
+    max_seconds_per_step=MAX_SECONDS_PER_STEP))
+  result.update(timing)
+  evaluate = lambda: jax.block_until_ready(compiled.evaluate(state(), probes))  # noqa: E731
   evaluate()
   eval_s, _ = common.median_seconds(evaluate, REPEATS)
   stats = jax.devices()[0].memory_stats() or {}
@@ -313,11 +296,7 @@ def main(argv=None) -> None:
   if out is None and not args.dry_run:
     kind = next((r['host_kind'] for r in results.values() if 'host_kind' in r), 'unknown')
     out = os.path.join(RESULTS_DIR, f'gpu_{kind}.md')
-  if out and out != '-':
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-      f.write(text)
-    print(f'written to {out}', file=sys.stderr)
+  common.write_results(text, out)
 
 
 if __name__ == '__main__':

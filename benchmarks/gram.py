@@ -228,12 +228,10 @@ def main() -> None:
   print(f'load average (1, 5, 15 min) at the end: {load_after}')
   path = args.results or (None if args.quick else
                           os.path.join(RESULTS_DIR, f'gram_{common.host_kind()}.md'))
-  if path and path != '-':
-    with open(path, 'w') as f:
-      f.write('# Bhattacharyya distance matrix\n\n' + '\n'.join(environment) +
-              f'\n- load average (1, 5, 15 min) at the end: {load_after}\n\n{setup}\n\n' +
-              common.markdown_table(headers, table) + '\n')
-    print(f'written to {path}')
+  common.write_results(
+    '# Bhattacharyya distance matrix\n\n' + '\n'.join(environment) +
+    f'\n- load average (1, 5, 15 min) at the end: {load_after}\n\n{setup}\n\n' +
+    common.markdown_table(headers, table), path)
 
 
 if __name__ == '__main__':

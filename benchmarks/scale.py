@@ -114,10 +114,7 @@ def main(argv=None) -> None:
       f'Goal: {GOAL_DEVICES} devices >= {GOAL_SPEEDUP}x one device: {goal}.'])
   print(text)
   path = args.out or os.path.join(RESULTS_DIR, f'scale_{common.host_kind()}.md')
-  if path != '-':
-    with open(path, 'w') as f:
-      f.write(text + '\n')
-    print(f'written to {path}')
+  common.write_results(text, path)
 
 
 if __name__ == '__main__':

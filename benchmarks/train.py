@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import tempfile
@@ -158,34 +157,18 @@ def _sweep_config(workload: Workload, members: int):
 
 
 def _trainer(spec: dict):
-  """The real trainer's compiled cohort for this workload and E, set up as experiment does.
+  """The real trainer's compiled cohort for this workload and E (``common.trainer_cohort``).
 
   Returns:
     (program, compiled cohort, placed hparams, placed dataset).
   """
-  import dataclasses as dc
-
-  import numpy as np
-
   from ensembles import data as data_lib
-  from ensembles import devices
-  from ensembles import sweep as sweep_lib
-  from ensembles import train as train_lib
 
   workload = Workload(**spec['workload'])
-  members = sweep_lib.expand_members(_sweep_config(workload, spec['members']))
-  (cohort,) = sweep_lib.make_cohorts(members)
   dataset = data_lib.load_dataset(workload.dataset, data_dir=spec['data_dir'])
-  program = train_lib.CohortProgram.for_cohort(cohort, dataset.info, EVAL_BATCH_SIZE)
-  if spec.get('formulation'):
-    program = dc.replace(
-      program, network=program.network.with_conv_formulation(spec['formulation']))
-  mesh = devices.member_mesh()
-  probes = np.arange(min(PROBE_SIZE, dataset.info.num_test))
-  hp, dataset, probes = train_lib.place(
-    mesh, train_lib.member_hparams(cohort.hparams, devices.padded_size(cohort.size, mesh)),
-    dataset, train_lib.make_probes(dataset, probes, probes))
-  compiled = program.compile(hp, dataset, probes, mesh)
+  program, compiled, hp, dataset, _ = common.trainer_cohort(
+    _sweep_config(workload, spec['members']), dataset, EVAL_BATCH_SIZE,
+    min(PROBE_SIZE, dataset.info.num_test), spec.get('formulation'))
   return program, compiled, hp, dataset
 
 
@@ -193,13 +176,7 @@ def _child_ensembles(spec: dict) -> dict:
   import jax
 
   program, compiled, hp, dataset = _trainer(spec)
-  holder = [compiled.init(hp)]
-
-  def run_steps(n):
-    holder[0] = compiled.train(holder[0], hp, dataset, n)
-    jax.block_until_ready(holder[0])
-
-  result = common.calibrated_timing(run_steps, spec)
+  _, result = common.trainer_timing(compiled, hp, dataset, spec)
   result.update(compile_s=compiled.compile_seconds, devices=jax.device_count(),
                 flops_per_example=program.network.flops_per_example())
   return result
@@ -622,11 +599,7 @@ def main(argv=None) -> None:
   if out is None:
     suffix = '_conv' if args.conv else ('_quick' if quick else '')
     out = os.path.join(RESULTS_DIR, f'train_{common.host_kind()}{suffix}.md')
-  if out != '-':
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-      f.write(text)
-    print(f'written to {out}', file=sys.stderr)
+  common.write_results(text, out)
 
 
 if __name__ == '__main__':
