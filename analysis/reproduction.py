@@ -638,9 +638,9 @@ def regenerate(workdir: str, docs_dir: str, config_arg: str = '', train: bool = 
     workdir: the trajectories store; the standard analysis goes to ``workdir/analysis``.
     docs_dir: where the figures (``figures/``) and the numbers files go.
     config_arg: the argument of ``configs/reproduction.py`` (its ``ARGS``: '' for digits,
-      'mnist1d', or their 'tiny' forms). A sweep on another dataset than digits names its
-      files with its tag (``figures/<tag>_*.png``, ``reproduction_numbers_<tag>.md``), so the
-      datasets' reports sit side by side.
+      'mnist1d', 'mnist5k', or their 'tiny' forms). A sweep on another dataset than digits
+      names its files with its tag (``figures/<tag>_*.png``, ``reproduction_numbers_<tag>.md``),
+      so the datasets' reports sit side by side.
     train: train (or resume) first; False analyses what the store holds.
     command: the command line, written into the numbers file.
 

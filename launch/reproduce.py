@@ -2,11 +2,13 @@ r"""Regenerates every number and figure of docs/REPRODUCTION.md.
 
   python -m launch.reproduce --workdir=workdirs/reproduction [--docs_dir=docs] [--notrain]
   python -m launch.reproduce --config_arg=mnist1d --workdir=workdirs/reproduction_mnist1d
+  python -m launch.reproduce --config_arg=mnist5k --workdir=workdirs/reproduction_mnist5k
 
 Trains the sweep of configs/reproduction.py (digits, or the argument's dataset) into --workdir
 (resuming what it holds), runs the standard analysis into --workdir/analysis and the report's
 four findings, and writes --docs_dir/figures/*.png, --docs_dir/reproduction_numbers.md and
-.json; for mnist1d, --docs_dir/figures/mnist1d_*.png and reproduction_numbers_mnist1d.md, .json.
+.json; for mnist1d (mnist5k), --docs_dir/figures/mnist1d_*.png (mnist5k_*.png) and
+reproduction_numbers_mnist1d.md, .json (_mnist5k).
 """
 
 import sys
@@ -21,8 +23,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'The trajectories store of the s
 _DOCS_DIR = flags.DEFINE_string('docs_dir', 'docs', 'Where the figures and numbers go.')
 _CONFIG_ARG = flags.DEFINE_enum(
     'config_arg', '', list(config_lib.ARGS),
-    'Argument of configs/reproduction.py: the dataset (digits if empty, mnist1d); tiny: '
-    'test-sized.')
+    'Argument of configs/reproduction.py: the dataset (digits if empty, mnist1d, mnist5k); '
+    'tiny: test-sized.')
 _TRAIN = flags.DEFINE_bool('train', True, 'Train (or resume) before analysing.')
 flags.mark_flags_as_required(['workdir'])
 

@@ -26,6 +26,8 @@ def _d_b_numpy(p_NxC: np.ndarray, q_NxC: np.ndarray) -> float:
     ('', 'digits', {'mlp', 'cnn', 'resnet', 'vit', 'convmixer'}, len(config_lib.VARIANTS)),
     # mnist1d: the 1-D families only, and no augmentation variant (a no-op on 1-D signals).
     ('mnist1d', 'mnist1d', {'mlp', 'cnn'}, len(config_lib.VARIANTS) - 1),
+    # mnist5k: the two families cheap enough on 28x28 for a CPU, every variant.
+    ('mnist5k', 'mnist5k', {'mlp', 'cnn'}, len(config_lib.VARIANTS)),
 ])
 def test_every_variant_changes_one_factor_of_its_base(arg, dataset, archs, num_variants):
   members = ensembles.expand_members(config_lib.get_config(arg))
@@ -51,24 +53,29 @@ def test_every_variant_changes_one_factor_of_its_base(arg, dataset, archs, num_v
 def test_config_rejects_unknown_argument():
   with pytest.raises(ValueError, match="accepted: .*'mnist1d'"):
     config_lib.get_config('huge')
+  with pytest.raises(ValueError, match="'mnist5k', 'mnist5k_tiny'"):
+    config_lib.get_config('mnist5k_huge')
 
 
-def test_mnist1d_sweep_passes_validation(data_dir):
-  """Every mnist1d member is a model the 1-D signals fit (checked before anything compiles)."""
-  config = config_lib.get_config('mnist1d')
+@pytest.mark.parametrize('arg, num_variants', [('mnist1d', 9), ('mnist5k', 10)])
+def test_tagged_sweep_passes_validation(data_dir, arg, num_variants):
+  """Every member is a model the dataset's inputs fit (checked before anything compiles)."""
+  config = config_lib.get_config(arg)
   config.data.data_dir = data_dir
   plan = ensembles.plan(config)
-  assert len(plan.members) == 2 * 9 * len(config_lib.SEEDS)
+  assert len(plan.members) == 2 * num_variants * len(config_lib.SEEDS)
 
 
 def test_tagged_sweeps_name_their_files_apart():
   assert config_lib.sweep_spec('').docs_tag == config_lib.sweep_spec('tiny').docs_tag == ''
-  tag = config_lib.sweep_spec('mnist1d').docs_tag
-  assert tag == config_lib.sweep_spec('mnist1d_tiny').docs_tag == 'mnist1d'
   assert reproduction.numbers_names('') == ('reproduction_numbers.md', 'reproduction_numbers.json')
-  assert reproduction.numbers_names(tag) == ('reproduction_numbers_mnist1d.md',
-                                             'reproduction_numbers_mnist1d.json')
-  assert reproduction.figure_name('init_join.png', tag) == 'mnist1d_init_join.png'
+  for dataset in ('mnist1d', 'mnist5k'):
+    spec, tiny = config_lib.sweep_spec(dataset), config_lib.sweep_spec(f'{dataset}_tiny')
+    assert spec.docs_tag == tiny.docs_tag == dataset
+    assert spec.dataset == tiny.dataset == dataset
+    assert reproduction.numbers_names(dataset) == (f'reproduction_numbers_{dataset}.md',
+                                                   f'reproduction_numbers_{dataset}.json')
+    assert reproduction.figure_name('init_join.png', dataset) == f'{dataset}_init_join.png'
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,23 +225,25 @@ def test_init_start_points_match_the_store(tiny_report):
   assert inits['start_progress']['subset'][0] > inits['start_progress']['base'][0] + 0.1
 
 
-@pytest.mark.slow  # ~22 s at load average 2.8 (four cohorts to compile, then the analysis)
-def test_mnist1d_tiny_report_is_tagged(tmp_path, data_dir):
-  """The mnist1d sweep writes its own files (digits' are not overwritten) and has no augment."""
+@pytest.mark.slow  # 15-22 s each at load average 2.4-2.8 (cohorts to compile, then the analysis)
+@pytest.mark.parametrize('dataset, has_augment', [('mnist1d', False), ('mnist5k', True)])
+def test_tagged_tiny_report(tmp_path, data_dir, dataset, has_augment):
+  """A tagged sweep writes its own files (digits' are not overwritten); 1-D has no augment."""
   workdir, docs = str(tmp_path / 'store'), str(tmp_path / 'docs')
-  config = config_lib.get_config('mnist1d_tiny')
+  config = config_lib.get_config(f'{dataset}_tiny')
   config.data.data_dir = data_dir
   config.train.log_every_seconds = 1e9
   ensembles.train_and_record(config, workdir)
-  files = reproduction.regenerate(workdir, docs, 'mnist1d_tiny', train=False, command='test')
+  files = reproduction.regenerate(workdir, docs, f'{dataset}_tiny', train=False, command='test')
   names = sorted(os.path.relpath(f, docs) for f in files)
   assert names == sorted(
-      [f'figures/mnist1d_{n}.png' for n in ('explained_stress', 'embedding_arch',
-                                            'embedding_init', 'factor_ratios',
-                                            'progress_by_width', 'init_join')]
-      + ['reproduction_numbers_mnist1d.md', 'reproduction_numbers_mnist1d.json'])
-  with open(os.path.join(docs, 'reproduction_numbers_mnist1d.json')) as f:
+      [f'figures/{dataset}_{n}.png' for n in ('explained_stress', 'embedding_arch',
+                                              'embedding_init', 'factor_ratios',
+                                              'progress_by_width', 'init_join')]
+      + [f'reproduction_numbers_{dataset}.md', f'reproduction_numbers_{dataset}.json'])
+  with open(os.path.join(docs, f'reproduction_numbers_{dataset}.json')) as f:
     numbers = json.load(f)
-  assert numbers['run']['dataset'] == 'mnist1d'
+  assert numbers['run']['dataset'] == dataset
   factors = {r['factor'] for r in numbers['findings']['factor_rows']}
-  assert 'augment' not in factors and {'width', 'random_labels', 'subset'} <= factors
+  assert ('augment' in factors) == has_augment
+  assert {'width', 'random_labels', 'subset'} <= factors
