@@ -5,7 +5,8 @@ Public API:
   bhattacharyya_paired(p, q) -> (M,) distances d_B(p[i], q[i])
   inpca(D, k=None) -> InPCA (coords, eigenvalues, explained_stress, project())
   geodesic(labels, num_classes, t), progress(p, labels), resample(traj, labels, grid),
-  slerp(p, q, t), path_length(traj), tube_width(...), equal_progress_distances(...)
+  slerp(p, q, t), path_length(traj), tube_width(...), distance_to_mean(...),
+  equal_progress_distances(...)
   factor_analysis(...), factor_table(D, members), seed_groups(members)
   plot_embedding(...), plot_explained_stress(...), embedding_figure_3d(...),
   write_embedding_html(...)
@@ -16,8 +17,9 @@ Public API:
 from analysis.distances import BC_CLIP, bhattacharyya, bhattacharyya_paired
 from analysis.factors import (FACTORS, FactorRow, FactorTable, factor_analysis, factor_table,
                               pair_factor, seed_groups)
-from analysis.geometry import (Resampled, equal_progress_distances, geodesic, ignorance,
-                               path_length, progress, resample, slerp, truth, tube_width)
+from analysis.geometry import (Resampled, distance_to_mean, equal_progress_distances, geodesic,
+                               ignorance, path_length, progress, resample, slerp, truth,
+                               tube_width)
 from analysis.embedding import InPCA, inpca
 from analysis.plots import (References, embedding_figure_3d, plot_embedding,
                             plot_explained_stress, write_embedding_html)
@@ -26,7 +28,7 @@ from analysis.report import AnalysisSummary, analyze_trajectories, progress_grid
 __all__ = [
     'AnalysisSummary', 'BC_CLIP', 'FACTORS', 'FactorRow', 'FactorTable', 'InPCA', 'References',
     'Resampled', 'analyze_trajectories', 'bhattacharyya', 'bhattacharyya_paired',
-    'embedding_figure_3d', 'equal_progress_distances', 'factor_analysis', 'factor_table',
+    'distance_to_mean', 'embedding_figure_3d', 'equal_progress_distances', 'factor_analysis', 'factor_table',
     'geodesic', 'ignorance', 'inpca', 'pair_factor', 'path_length', 'plot_embedding',
     'plot_explained_stress', 'progress', 'progress_grid', 'resample', 'seed_groups', 'slerp',
     'truth', 'tube_width', 'write_embedding_html',

@@ -287,11 +287,47 @@ def path_length(traj_probs: Any) -> np.ndarray | float:
   return float(lengths_E[0]) if single else lengths_E
 
 
+def distance_to_mean(resampled_probs: Any, reached: Any, runs: Any, reference: Any,
+                     min_reference: int = 1) -> np.ndarray:
+  """Distance of runs to the mean of reference runs, at equal progress.
+
+  At each grid value the mean is the average predicted probabilities (a mixture) of the
+  ``reference`` runs that reached it.
+
+  Args:
+    resampled_probs: (E, G, N, C) from ``resample``.
+    reached: (E, G) bool from ``resample``.
+    runs: (E,) bool, the runs whose distance is measured.
+    reference: (E,) bool, the runs whose mean they are measured to.
+    min_reference: fewest reference runs that make a mean.
+
+  Returns:
+    (E, G) float64 d_B(run, reference mean); NaN outside ``runs``, where the run did not reach
+    the grid value, or where fewer than ``min_reference`` reference runs did.
+  """
+  probs_ExGxNxC = resampled_probs
+  reached_ExG = np.asarray(reached, bool)
+  runs_E, reference_E = np.asarray(runs, bool), np.asarray(reference, bool)
+  e, g = reached_ExG.shape
+  if np.shape(probs_ExGxNxC)[:2] != (e, g) or runs_E.shape != (e,) or reference_E.shape != (e,):
+    raise ValueError(f'resampled_probs {np.shape(probs_ExGxNxC)}, reached {reached_ExG.shape}, '
+                     f'runs {runs_E.shape} and reference {reference_E.shape} must share (E, G) '
+                     'and (E,).')
+  distance_ExG = np.full((e, g), np.nan)
+  for k in range(g):
+    ref = reference_E & reached_ExG[:, k]
+    rows = np.flatnonzero(runs_E & reached_ExG[:, k])
+    if ref.sum() < min_reference or not len(rows):
+      continue
+    mean_NxC = np.asarray(probs_ExGxNxC[ref, k], np.float32).mean(axis=0)
+    runs_RxNxC = np.asarray(probs_ExGxNxC[rows, k], np.float32)
+    distance_ExG[rows, k] = distances.bhattacharyya_paired(
+        runs_RxNxC, np.broadcast_to(mean_NxC, runs_RxNxC.shape))
+  return distance_ExG
+
+
 def tube_width(resampled_probs: Any, reached: Any, groups: Any) -> np.ndarray:
   """Distance of each run to the mean of its configuration's runs, at equal progress.
-
-  The mean is the average of the group's predicted probabilities (a mixture) over the runs
-  that reached the grid value.
 
   Args:
     resampled_probs: (E, G, N, C) from ``resample``.
@@ -299,26 +335,17 @@ def tube_width(resampled_probs: Any, reached: Any, groups: Any) -> np.ndarray:
     groups: (E,) int configuration of each run (e.g. ``factors.seed_groups(members)``).
 
   Returns:
-    (E, G) float64 d_B(run, group mean); NaN where the run did not reach the grid value or
-    fewer than two runs of its group did.
+    (E, G) float64 d_B(run, group mean) (``distance_to_mean`` within each group); NaN where
+    the run did not reach the grid value or fewer than two runs of its group did.
   """
-  probs_ExGxNxC = resampled_probs
-  reached_ExG = np.asarray(reached, bool)
   groups_E = np.asarray(groups)
-  e, g = reached_ExG.shape
-  if np.shape(probs_ExGxNxC)[:2] != (e, g) or groups_E.shape != (e,):
-    raise ValueError(f'resampled_probs {np.shape(probs_ExGxNxC)}, reached {reached_ExG.shape} and '
-                     f'groups {groups_E.shape} must share (E, G) and (E,).')
-  width_ExG = np.full((e, g), np.nan)
-  for k in range(g):
-    for group in np.unique(groups_E):
-      rows = np.flatnonzero((groups_E == group) & reached_ExG[:, k])
-      if len(rows) < 2:
-        continue
-      runs_RxNxC = np.asarray(probs_ExGxNxC[rows, k], np.float32)
-      mean_NxC = runs_RxNxC.mean(axis=0)
-      width_ExG[rows, k] = distances.bhattacharyya_paired(
-          runs_RxNxC, np.broadcast_to(mean_NxC, runs_RxNxC.shape))
+  if groups_E.shape != np.shape(reached)[:1]:
+    raise ValueError(f'groups {groups_E.shape} and reached {np.shape(reached)} must share (E,).')
+  width_ExG = np.full(np.shape(reached), np.nan)
+  for group in np.unique(groups_E):
+    members_E = groups_E == group
+    width_ExG[members_E] = distance_to_mean(resampled_probs, reached, members_E, members_E,
+                                            min_reference=2)[members_E]
   return width_ExG
 
 

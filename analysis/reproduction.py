@@ -261,19 +261,13 @@ def init_join(cmp: Compared, variants_E: np.ndarray, start_ExNxC: np.ndarray,
   """
   base = variants_E == BASE
   shown = [BASE] + [v for v in INIT_VARIANTS if v in set(variants_E)]
-  num_grid = len(cmp.grid_G)
-  distance = {v: np.full(num_grid, np.nan) for v in shown}
-  for g in range(num_grid):
-    ref = base & cmp.reached_ExG[:, g]
-    if not ref.any():
-      continue
-    mean_NxC = cmp.resampled_probs[ref, g].mean(axis=0)
-    for v in shown:
-      runs = np.flatnonzero((variants_E == v) & cmp.reached_ExG[:, g])
-      if len(runs):
-        d_R = distances.bhattacharyya_paired(
-            cmp.resampled_probs[runs, g], np.broadcast_to(mean_NxC, (len(runs),) + mean_NxC.shape))
-        distance[v][g] = float(np.mean(d_R))
+  distance = {}
+  for v in shown:
+    runs = variants_E == v
+    d_ExG = geometry.distance_to_mean(cmp.resampled_probs, cmp.reached_ExG, runs, base)
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', category=RuntimeWarning)  # all-NaN columns stay NaN
+      distance[v] = np.nanmean(d_ExG[runs], axis=0)
   num_samples, num_classes = start_ExNxC.shape[1:]
   to_ignorance_E = np.asarray(distances.bhattacharyya(
       start_ExNxC, geometry.ignorance(num_samples, num_classes)[None]))[:, 0]

@@ -48,7 +48,7 @@ def _children_cpu_seconds() -> float:
 def measure(workload: train.Workload, members: int, devices: int, args) -> dict:
   """One trainer child on ``devices`` forced host devices, with the cores it got."""
   cpu, started = _children_cpu_seconds(), time.perf_counter()
-  result = train._measure('ensembles', workload, members, args, devices=devices)  # noqa: SLF001
+  result = train.measure('ensembles', workload, members, args, devices=devices)
   wall = time.perf_counter() - started
   return dict(result, cores_used=(_children_cpu_seconds() - cpu) / wall)
 

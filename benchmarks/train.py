@@ -335,10 +335,14 @@ def _torch_available() -> bool:
   return importlib.util.find_spec('torch') is not None
 
 
-def _measure(method, workload, members, args, **extra) -> dict:
+def measure(method, workload, members, args, **extra) -> dict:
+  """Runs one method on one workload with E = ``members`` in a fresh child process.
+
+  ``extra`` goes into the child's spec; ``devices=n`` forces n host devices.
+  """
   spec = dict(method=method, workload=dataclasses.asdict(workload), members=members,
-              data_dir=args.data_dir, quick=args.quick, chunk_seconds=args.chunk_seconds, repeats=args.repeats,
-              max_seconds_per_step=args.max_seconds_per_step, **extra)
+              data_dir=args.data_dir, quick=args.quick, chunk_seconds=args.chunk_seconds,
+              repeats=args.repeats, max_seconds_per_step=args.max_seconds_per_step, **extra)
   env = {}
   if extra.get('devices'):
     env['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
@@ -383,7 +387,7 @@ def _run_jobs(jobs, args) -> dict:
   import concurrent.futures
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-    futures = {key: pool.submit(_measure, method, workload, members, args, **extra)
+    futures = {key: pool.submit(measure, method, workload, members, args, **extra)
                for key, (method, workload, members, extra) in jobs.items()}
     return {key: future.result() for key, future in futures.items()}
 

@@ -45,7 +45,7 @@ from ensembles import sweep as sweep_lib
 _INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
 
 # Streams derived from a member's key with fold_in (any distinct constants do).
-_INIT_STREAM, _DATA_STREAM, _AUG_STREAM, _PRETRAIN_STREAM, _LABEL_STREAM = 0, 1, 2, 3, 4
+_INIT_STREAM, _DATA_STREAM, _AUG_STREAM, _PRETRAIN_STREAM, _CHOICE_STREAM = 0, 1, 2, 3, 4
 
 
 @flax.struct.dataclass
@@ -243,10 +243,14 @@ class CohortProgram:
     return CohortState(step=jnp.zeros((), jnp.int32), members=jax.vmap(self._init_member)(hp),
                        alive=hp.real, diverged_at=jnp.full(hp.real.shape, -1, jnp.int32))
 
+  @staticmethod
+  def _orders(keys, stream: int, epoch, size: int):
+    """(E, size) each member's permutation of ``range(size)`` for ``epoch``, from ``stream``."""
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, stream)
+    return jax.vmap(data_lib.epoch_permutation, in_axes=(0, None, None))(keys, epoch, size)
+
   def _permutations(self, hp: MemberHparams, epoch):
-    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(hp.key, _DATA_STREAM)
-    return jax.vmap(data_lib.epoch_permutation, in_axes=(0, None, None))(
-        keys, epoch, self.info.num_train)
+    return self._orders(hp.key, _DATA_STREAM, epoch, self.info.num_train)
 
   def train(self, state: CohortState, hp: MemberHparams, dataset: data_lib.Dataset,
             num_steps) -> CohortState:
@@ -291,23 +295,23 @@ class CohortProgram:
 
     A member that diverges while pretraining is flagged as diverged at step 0.
     """
-    fold = lambda keys, stream: jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, stream)
-    pre_hp = hp.replace(key=fold(hp.key, _PRETRAIN_STREAM))
-    orders = lambda keys, epoch, size: jax.vmap(
-        data_lib.epoch_permutation, in_axes=(0, None, None))(keys, epoch, size)
+    pre_hp = hp.replace(key=jax.vmap(jax.random.fold_in, in_axes=(0, None))(
+        hp.key, _PRETRAIN_STREAM))
     n = self.info.num_train
+    # Which labels are swapped ('random_labels') or which examples are kept ('subset').
+    chosen_ExN = self._orders(pre_hp.key, _CHOICE_STREAM, 0, n)
     labels_ExN = None
     if self.init_choice == 'random_labels':
-      labels_ExN = jnp.take(dataset.y_train, orders(fold(pre_hp.key, _LABEL_STREAM), 0, n))
+      labels_ExN = jnp.take(dataset.y_train, chosen_ExN)
       permutations = lambda epoch: self._permutations(pre_hp, epoch)
     elif self.init_choice == 'subset':
-      subset_ExK = orders(fold(pre_hp.key, _LABEL_STREAM), 0, n)[:, :self.subset_size]
+      subset_ExK = chosen_ExN[:, :self.subset_size]
       passes = -(-n // self.subset_size)
 
       def permutations(epoch):  # Passes over the subset, each in a new order, filling an epoch.
-        keys = fold(pre_hp.key, _DATA_STREAM)
-        order_ExPxK = jax.vmap(lambda p: orders(keys, epoch * passes + p, self.subset_size),
-                               out_axes=1)(jnp.arange(passes))
+        order_ExPxK = jax.vmap(
+            lambda p: self._orders(pre_hp.key, _DATA_STREAM, epoch * passes + p,
+                                   self.subset_size), out_axes=1)(jnp.arange(passes))
         order_ExN = order_ExPxK.reshape(len(subset_ExK), -1)[:, :n]
         return jnp.take_along_axis(subset_ExK, order_ExN, axis=1)
     else:

@@ -125,6 +125,23 @@ def test_tube_width_is_distance_to_the_seed_mean():
   assert np.isnan(width[2, 1]) and np.isnan(width[3:]).all()  # absent, or alone in its group
 
 
+def test_distance_to_mean_of_other_runs():
+  rng = np.random.default_rng(6)
+  probs = rng.dirichlet(np.ones(4), (5, 2, 30)).astype(np.float32)
+  reached = np.ones((5, 2), bool)
+  reached[0, 1] = reached[1, 1] = False  # Only one reference run reaches grid value 1.
+  reference = np.array([True, True, True, False, False])
+  runs = np.array([False, False, False, True, True])
+  d = analysis.distance_to_mean(probs, reached, runs, reference, min_reference=2)
+  mean_0 = probs[:3, 0].astype(np.float64).mean(0)
+  np.testing.assert_allclose(d[3:, 0], [reference_distance(p, mean_0) for p in probs[3:, 0]],
+                             atol=1e-5)
+  assert np.isnan(d[:3]).all() and np.isnan(d[:, 1]).all()
+  d1 = analysis.distance_to_mean(probs, reached, runs, reference)  # One reference run suffices.
+  np.testing.assert_allclose(d1[3:, 1], [reference_distance(p, probs[2, 1]) for p in probs[3:, 1]],
+                             atol=1e-5)
+
+
 def test_equal_progress_distances_mask_absent_runs():
   rng = np.random.default_rng(5)
   probs = rng.dirichlet(np.ones(3), (3, 2, 20)).astype(np.float32)

@@ -258,7 +258,7 @@ def test_random_labels_init_is_training_on_shuffled_labels(data_dir):
     key = jax.random.PRNGKey(member.seed)
     pre_key = fold(key, train_lib._PRETRAIN_STREAM)
     shuffle_N = data_lib.epoch_permutation(
-        fold(pre_key, train_lib._LABEL_STREAM), 0, dataset.info.num_train)
+        fold(pre_key, train_lib._CHOICE_STREAM), 0, dataset.info.num_train)
     shuffled = dataset.replace(y_train=np.asarray(dataset.y_train)[np.asarray(shuffle_N)])
     plain = dataclasses.replace(member, init='default', schedule='constant')
     ref_program, _ = _cohort_program(data_dir, [plain])
@@ -283,7 +283,7 @@ def test_subset_init_memorises_its_subset(data_dir):
   for e, member in enumerate(members):
     pre_key = jax.random.fold_in(jax.random.PRNGKey(member.seed), train_lib._PRETRAIN_STREAM)
     order_N = np.asarray(data_lib.epoch_permutation(
-        jax.random.fold_in(pre_key, train_lib._LABEL_STREAM), 0, n))
+        jax.random.fold_in(pre_key, train_lib._CHOICE_STREAM), 0, n))
     params, model_state = jax.tree.map(lambda a: a[e], (state.members.params,
                                                         state.members.model_state))
     logits_NxC, _ = program.network.apply(params, model_state, x_NxS, train=False)
