@@ -247,7 +247,7 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
     return _summary(c, cohort, steps, final, compile_seconds=0.0, train_seconds=0.0,
                     done_steps=0, resumed_from_step=int(steps[latest]))
   try:
-    compiled = program.compile(hp, dataset, probes, mesh)
+    compiled = program.compile(hp, dataset, probes, mesh, fresh=latest is None)
     if latest is None:
       state, first = compiled.init(hp), 0
       if compiled.pretrain is not None:

@@ -342,7 +342,7 @@ class CohortProgram:
                       test_loss=invalid(sl), test_accuracy=invalid(sa))
 
   def compile(self, hp: MemberHparams, dataset: data_lib.Dataset, probes: Probes,
-              mesh: jax.sharding.Mesh) -> CompiledCohort:
+              mesh: jax.sharding.Mesh, fresh: bool = True) -> CompiledCohort:
     """Compiles init, train and evaluate ahead of time, members sharded over ``mesh``.
 
     Args:
@@ -350,6 +350,7 @@ class CohortProgram:
       dataset: the dataset (replicated on every device).
       probes: the probe sets (replicated).
       mesh: a 1-D mesh (``devices.member_mesh``).
+      fresh: the cohort starts from init (False: it resumes, so pretraining is not compiled).
 
     Returns:
       A ``CompiledCohort``; call its functions with arrays placed by ``place``.
@@ -366,7 +367,7 @@ class CohortProgram:
     evaluate = jax.jit(self.evaluate, in_shardings=(state_sharding, rep),
                        out_shardings=eval_sharding)
     pretrain = None
-    if self.pretrain_steps:
+    if self.pretrain_steps and fresh:
       pretrain = jax.jit(self.pretrain, in_shardings=(state_sharding, hp_sharding, rep),
                          out_shardings=state_sharding, donate_argnums=0
                          ).lower(abstract, hp, dataset).compile()
@@ -388,7 +389,7 @@ class CompiledCohort(NamedTuple):
   init: Callable[[MemberHparams], CohortState]
   train: Callable[[CohortState, MemberHparams, data_lib.Dataset, int], CohortState]
   evaluate: Callable[[CohortState, Probes], Evaluation]
-  # Moves a fresh state to step 0 of a pretrained init; None for init 'default'.
+  # Moves a fresh state to step 0 of a pretrained init; None for init 'default' or on resume.
   pretrain: Callable[[CohortState, MemberHparams, data_lib.Dataset], CohortState] | None
   abstract_state: CohortState  # ShapeDtypeStructs with shardings: the restore target
   compile_seconds: float

@@ -317,3 +317,32 @@ def test_subset_smaller_than_a_batch_is_refused_before_compiling(small_config, t
   with pytest.raises(ensembles.ConfigError, match='init_subset=0.01 keeps 14 of the 1438'):
     ensembles.train_and_record(config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')
+
+
+def test_pretrained_cohort_resumes_without_pretraining_again(small_config, tmp_path,
+                                                           monkeypatch):
+  config = small_config(epochs=1, seed=(0, 1))
+  config.hparams.update(dict(init='subset', init_subset=0.2, init_epochs=1))
+  config.train.checkpoint_every_seconds = 0.0  # A resumable state at every recording.
+  reference, resumed = str(tmp_path / 'reference'), str(tmp_path / 'resumed')
+  ensembles.train_and_record(config, reference)
+
+  class Crash(Exception):
+    pass
+
+  write_record = record_lib.CohortWriter.write_record
+
+  def crash_at_third(writer, t, *args):
+    if t == 3:
+      raise Crash
+    return write_record(writer, t, *args)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(record_lib.CohortWriter, 'write_record', crash_at_third)
+    with pytest.raises(Crash):
+      ensembles.train_and_record(config, resumed)
+  summary = ensembles.train_and_record(config, resumed)
+  assert summary.cohorts[0].resumed_from_step is not None
+  a, b = ensembles.load_trajectories(reference), ensembles.load_trajectories(resumed)
+  for split in ('train', 'test'):
+    np.testing.assert_array_equal(a.probs(split), b.probs(split))
