@@ -33,6 +33,7 @@ def default_train_config() -> ml_collections.ConfigDict:
   """``config.train`` defaults: knobs of the engine, not of the members."""
   return ml_collections.ConfigDict(dict(
       eval_batch_size=1024,    # probe examples per member evaluated at once
+      member_block=0,          # members trained together per device; 0: the backend's default
       log_every_seconds=10.0,  # progress line period
       checkpoint_every_seconds=60.0,  # resumable state saved at a recording time this often
   ))
@@ -145,6 +146,10 @@ def plan(config: ml_collections.ConfigDict) -> _Plan:
   if train_cfg.eval_batch_size <= 0:
     raise sweep_lib.ConfigError(
         f'config.train.eval_batch_size={train_cfg.eval_batch_size}: must be > 0.')
+  if train_cfg.member_block < 0:
+    raise sweep_lib.ConfigError(
+        f'config.train.member_block={train_cfg.member_block}: accepted 0 (the backend\'s '
+        f'default, {train_lib.DEFAULT_MEMBER_BLOCKS}) or a positive member count.')
   names = sorted({m.dataset for m in members})
   if len(names) > 1:
     raise sweep_lib.ConfigError(
@@ -163,7 +168,8 @@ def plan(config: ml_collections.ConfigDict) -> _Plan:
   for cohort in cohorts:
     info = datasets[cohort.shared.dataset].info
     try:
-      programs.append(train_lib.CohortProgram.for_cohort(cohort, info, train_cfg.eval_batch_size))
+      programs.append(train_lib.CohortProgram.for_cohort(
+          cohort, info, train_cfg.eval_batch_size, train_cfg.member_block))
     except ValueError as e:
       raise sweep_lib.ConfigError(
           f'cohort {cohort.index} ({cohort.describe()}, members {list(cohort.members)}): {e}'

@@ -44,6 +44,19 @@ from ensembles import sweep as sweep_lib
 # of compile for ~1 ms of run time. Level 0 compiles in ~1.5 s (measured for a 4-member MLP).
 _INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
 
+# Members trained together per device (``CohortProgram.member_block``), by backend; others
+# vmap all of a device's members at once (accelerators want the widest batched matmuls).
+# Measured with ``benchmarks/train.py`` (mlp 64-64-64, digits, batch 64, E = 256 on 2 CPU
+# cores): blocks of 2 / 4 / 8 / 16 / 32 / all 128 give 37k / 39k / 39k / 36k / 36k / 24k
+# model-steps/s; with blocks of 8, 39k at E = 16 to 1,024.
+DEFAULT_MEMBER_BLOCKS = {'cpu': 8}
+
+
+def default_member_block() -> int:
+  """``DEFAULT_MEMBER_BLOCKS`` for the default backend; 0 (one block) if it has none."""
+  return DEFAULT_MEMBER_BLOCKS.get(jax.default_backend(), 0)
+
+
 # Streams derived from a member's key with fold_in (any distinct constants do).
 _INIT_STREAM, _DATA_STREAM, _AUG_STREAM, _PRETRAIN_STREAM, _CHOICE_STREAM = 0, 1, 2, 3, 4
 
@@ -140,6 +153,10 @@ class CohortProgram:
     subset_size: train examples pretrained on with init 'subset'.
     any_augment: whether some member augments; if none does, augmentation is left out of the
       program (it costs ~20% of an mlp step on digits even when every member disables it).
+    member_block: train at most this many members of a device together (0: all of them).
+      ``train`` and ``pretrain`` loop (``lax.map``) over blocks of members, each block running
+      all of a chunk's steps before the next starts: members are independent between
+      recordings. On CPU a block's state stays in cache (``DEFAULT_MEMBER_BLOCKS``).
   """
   network: models_lib.Network
   info: data_lib.DatasetInfo
@@ -153,10 +170,12 @@ class CohortProgram:
   pretrain_steps: int = 0
   subset_size: int = 0
   any_augment: bool = True
+  member_block: int = 0
 
   @classmethod
   def for_cohort(cls, cohort: sweep_lib.Cohort, info: data_lib.DatasetInfo,
-                 eval_batch_size: int) -> CohortProgram:
+                 eval_batch_size: int, member_block: int = 0) -> CohortProgram:
+    """The program of ``cohort``; ``member_block`` 0 takes the backend's default."""
     h = cohort.shared
     spe = data_lib.steps_per_epoch(info.num_train, h.batch_size)
     subset_size = round(h.init_subset * info.num_train)
@@ -171,7 +190,8 @@ class CohortProgram:
         total_steps=h.epochs * spe, warmup_steps=round(h.warmup_epochs * spe),
         eval_batch_size=eval_batch_size, init_choice=h.init,
         pretrain_steps=0 if h.init == 'default' else h.init_epochs * spe,
-        subset_size=subset_size, any_augment=any(m.augment for m in cohort.hparams))
+        subset_size=subset_size, any_augment=any(m.augment for m in cohort.hparams),
+        member_block=member_block or default_member_block())
 
   # -- per member -----------------------------------------------------------
 
@@ -261,9 +281,43 @@ class CohortProgram:
     XLA while loop as ``lax.scan``, without stacking per-step outputs).
     """
     step_members = jax.vmap(self._member_step, in_axes=(None, 0, 0, 0, 0, None))
-    return self._loop(state, num_steps, lambda epoch: self._permutations(hp, epoch),
-                      lambda members, alive, perms, step: step_members(
-                          dataset, hp, members, alive, perms, step))
+    return self._state_in_blocks(
+        lambda state, hp: self._loop(state, num_steps, lambda e: self._permutations(hp, e),
+                                     lambda members, alive, perms, step: step_members(
+                                         dataset, hp, members, alive, perms, step)),
+        state, hp, state.step + num_steps)
+
+  def _in_blocks(self, fn: Callable[..., object], *trees):
+    """``fn(*trees)`` over blocks of at most ``member_block`` members, one block after another.
+
+    Every leaf of ``trees`` and of ``fn``'s result has the member axis first. The members split
+    into the fewest blocks of at most ``member_block``, all of one size; the last block is
+    filled up with copies of the last member (computed, then dropped).
+    """
+    size = jax.tree.leaves(trees)[0].shape[0]
+    if not self.member_block or size <= self.member_block:
+      return fn(*trees)
+    num_blocks = -(-size // self.member_block)
+    block = -(-size // num_blocks)
+    fill = num_blocks * block - size
+
+    def split(x):
+      x = jnp.concatenate([x, jnp.repeat(x[-1:], fill, axis=0)]) if fill else x
+      return x.reshape(num_blocks, block, *x.shape[1:])
+
+    out = jax.lax.map(lambda block_trees: fn(*block_trees), jax.tree.map(split, trees))
+    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:])[:size], out)
+
+  def _state_in_blocks(self, run: Callable[[CohortState, MemberHparams], CohortState],
+                       state: CohortState, hp: MemberHparams, step) -> CohortState:
+    """``run(state, hp)`` in member blocks (``_in_blocks``); the result is at ``step``."""
+    def on_members(members, alive, diverged_at, hp):
+      out = run(state.replace(members=members, alive=alive, diverged_at=diverged_at), hp)
+      return out.members, out.alive, out.diverged_at
+
+    members, alive, diverged_at = self._in_blocks(
+        on_members, state.members, state.alive, state.diverged_at, hp)
+    return CohortState(step=step, members=members, alive=alive, diverged_at=diverged_at)
 
   def _loop(self, state: CohortState, num_steps, permutations, step_members) -> CohortState:
     """``num_steps`` lockstep steps; a new data order (``permutations(epoch)``) per epoch."""
@@ -295,6 +349,11 @@ class CohortProgram:
 
     A member that diverges while pretraining is flagged as diverged at step 0.
     """
+    return self._state_in_blocks(lambda state, hp: self._pretrain(state, hp, dataset),
+                                 state, hp, jnp.zeros_like(state.step))
+
+  def _pretrain(self, state: CohortState, hp: MemberHparams,
+                dataset: data_lib.Dataset) -> CohortState:
     pre_hp = hp.replace(key=jax.vmap(jax.random.fold_in, in_axes=(0, None))(
         hp.key, _PRETRAIN_STREAM))
     n = self.info.num_train
@@ -334,9 +393,13 @@ class CohortProgram:
 
     Members that diverged get NaN probabilities and metrics, never stale copies.
     """
+    return self._in_blocks(lambda members, alive: self._evaluate(members, alive, probes),
+                           state.members, state.alive)
+
+  def _evaluate(self, members: MemberState, alive: jax.Array, probes: Probes) -> Evaluation:
     (tp, tl, ta), (sp, sl, sa) = jax.vmap(self._member_eval, in_axes=(None, 0))(
-        probes, state.members)
-    invalid = lambda x: jnp.where(state.alive.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
+        probes, members)
+    invalid = lambda x: jnp.where(alive.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
     return Evaluation(train_probs=invalid(tp), test_probs=invalid(sp),
                       train_loss=invalid(tl), train_accuracy=invalid(ta),
                       test_loss=invalid(sl), test_accuracy=invalid(sa))
@@ -360,15 +423,27 @@ class CohortProgram:
     state_sharding = devices.member_shardings(abstract, mesh)
     eval_sharding = devices.member_shardings(jax.eval_shape(self.evaluate, abstract, probes), mesh)
     rep = devices.replicated(mesh)
+    spec = lambda shardings: jax.tree.map(lambda s: s.spec, shardings)  # noqa: E731
+    # Training and evaluation run on each device's own members (``shard_map``): their loops
+    # over member blocks are per device, and nothing in them crosses devices (so no
+    # replication checks: the convolutions' custom VJPs do not track them).
+    on_each_device = functools.partial(
+        jax.shard_map, mesh=mesh, out_specs=spec(state_sharding), check_vma=False,
+        in_specs=(spec(state_sharding), spec(hp_sharding), spec(rep), spec(rep)))
     started = time.perf_counter()
     init = jax.jit(self.init, in_shardings=(hp_sharding,), out_shardings=state_sharding)
-    train = jax.jit(self.train, in_shardings=(state_sharding, hp_sharding, rep, rep),
+    train = jax.jit(on_each_device(self.train),
+                    in_shardings=(state_sharding, hp_sharding, rep, rep),
                     out_shardings=state_sharding, donate_argnums=0)
-    evaluate = jax.jit(self.evaluate, in_shardings=(state_sharding, rep),
+    evaluate = jax.jit(on_each_device(self.evaluate, in_specs=spec((state_sharding, rep)),
+                                      out_specs=spec(eval_sharding)),
+                       in_shardings=(state_sharding, rep),
                        out_shardings=eval_sharding)
     pretrain = None
     if self.pretrain_steps and fresh:
-      pretrain = jax.jit(self.pretrain, in_shardings=(state_sharding, hp_sharding, rep),
+      pretrain = jax.jit(on_each_device(self.pretrain, in_specs=spec(
+                             (state_sharding, hp_sharding, rep))),
+                         in_shardings=(state_sharding, hp_sharding, rep),
                          out_shardings=state_sharding, donate_argnums=0
                          ).lower(abstract, hp, dataset).compile()
     compiled = CompiledCohort(

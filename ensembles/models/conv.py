@@ -287,7 +287,9 @@ def _map_over_members(conv, lhs, rhs):
   """
   mapped = lambda lhs, rhs: lax.map(lambda operands: conv(*operands), (lhs, rhs))  # noqa: E731
   devices = jax.devices()
-  if len(devices) == 1 or lhs.shape[0] % len(devices):
+  # Inside a shard_map (the trainer's), the members here are already this device's own.
+  if (len(devices) == 1 or lhs.shape[0] % len(devices)
+      or jax.sharding.get_abstract_mesh().manual_axes):
     return mapped(lhs, rhs)
   mesh = Mesh(np.asarray(devices), (_MEMBER_AXIS,))
   spec = PartitionSpec(_MEMBER_AXIS)
