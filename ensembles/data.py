@@ -240,11 +240,42 @@ def normalize(x: jax.Array, mean_C: jax.Array, std_C: jax.Array) -> jax.Array:
 def epoch_permutation(key: jax.Array, epoch: jax.Array | int, num_examples: int) -> jax.Array:
   """Returns this member's int32 `(num_examples,)` data order for `epoch`.
 
-  `jax.random.permutation(fold_in(key, epoch), num_examples)`: resuming needs no stored RNG.
-  Jittable with a traced epoch (num_examples static) and vmappable over member keys.
+  `jax.random.permutation(fold_in(key, epoch), num_examples)`, element for element: resuming
+  needs no stored RNG. Jittable with a traced epoch (num_examples static) and vmappable over
+  member keys.
+
+  JAX shuffles by sorting (index, random key) pairs, in ``ceil(3 ln N / ln(2^32 - 1))``
+  rounds of fresh keys. XLA's CPU sort of key-value pairs is slow, so for N <= 2^16 each
+  round runs as ``_stable_argsort`` instead (same order, 2.3-2.6x faster on CPU for
+  N = 1,438 to 60,000).
   """
   key_epoch = jax.random.fold_in(key, epoch)
-  return jax.random.permutation(key_epoch, num_examples).astype(jnp.int32)
+  if num_examples > _FAST_PERMUTATION_MAX:
+    return jax.random.permutation(key_epoch, num_examples).astype(jnp.int32)
+  rounds = int(np.ceil(3 * np.log(max(1, num_examples)) / np.log(np.iinfo(np.uint32).max)))
+  order_N = jnp.arange(num_examples, dtype=jnp.int32)
+  for _ in range(rounds):  # As jax.random.permutation: a split, then 32 random bits per element.
+    key_epoch, round_key = jax.random.split(key_epoch)
+    order_N = jnp.take(order_N, _stable_argsort(
+        jax.random.bits(round_key, (num_examples,), jnp.uint32)))
+  return order_N
+
+
+# Rank and index share one uint32 in ``_stable_argsort``: 16 bits each.
+_FAST_PERMUTATION_MAX = 2**16
+
+
+def _stable_argsort(keys_N: jax.Array) -> jax.Array:
+  """The stable ascending order of uint32 keys (N <= 2^16), with one-operand sorts only.
+
+  Each key's rank (the number of smaller keys; equal keys share it) goes into the high bits,
+  its index into the low ones; sorting those packed values orders by key, ties by index.
+  """
+  n = keys_N.shape[0]
+  bits = max(1, (n - 1).bit_length())
+  rank_N = jnp.searchsorted(jnp.sort(keys_N), keys_N, side='left').astype(jnp.uint32)
+  packed_N = jnp.sort((rank_N << bits) | jnp.arange(n, dtype=jnp.uint32))
+  return (packed_N & ((1 << bits) - 1)).astype(jnp.int32)
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:

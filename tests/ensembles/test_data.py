@@ -286,6 +286,34 @@ def test_epoch_permutation_is_a_fresh_permutation_per_epoch_and_key():
   np.testing.assert_array_equal(vmapped[1], other_key)
 
 
+@pytest.mark.parametrize('num_examples', [1, 2, 1438, 4000, 50_000, 2**16, 2**16 + 1])
+def test_epoch_permutation_is_jax_random_permutation(num_examples):
+  # The contract (resume, reproducibility across versions): element for element what
+  # jax.random.permutation gives; 50,000 and 2^16 take two sort rounds, 2^16 + 1 falls back.
+  keys = [jax.random.PRNGKey(3), jax.random.key(11)]
+  for key in keys:
+    for epoch in (0, 5):
+      np.testing.assert_array_equal(
+          data.epoch_permutation(key, epoch, num_examples),
+          jax.random.permutation(jax.random.fold_in(key, epoch), num_examples))
+  keys_E = jnp.stack([jax.random.PRNGKey(s) for s in range(4)])
+  vmapped = jax.jit(jax.vmap(data.epoch_permutation, in_axes=(0, None, None)),
+                    static_argnums=2)(keys_E, 2, num_examples)
+  reference = jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, 2),
+                                                        num_examples))(keys_E)
+  np.testing.assert_array_equal(vmapped, reference)
+
+
+@pytest.mark.parametrize('num_keys, high', [(1, 2**32), (1000, 5), (4097, 2**32), (2**16, 300)])
+def test_stable_argsort_is_numpy_stable_argsort(num_keys, high):
+  # Few distinct values (high = 5, 300) make many ties, which must keep index order.
+  keys_N = np.random.default_rng(num_keys).integers(0, high, num_keys, dtype=np.uint64)
+  keys_N = keys_N.astype(np.uint32)
+  keys_N[:2] = [0, 2**32 - 1][:num_keys]
+  np.testing.assert_array_equal(jax.jit(data._stable_argsort)(keys_N),
+                                np.argsort(keys_N, kind='stable'))
+
+
 def test_gather_batch_per_member_batches_cover_each_example_at_most_once():
   num_examples, batch_size = 103, 10
   steps = data.steps_per_epoch(num_examples, batch_size)
