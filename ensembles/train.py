@@ -5,6 +5,15 @@ axis of every array in ``CohortState`` and ``MemberHparams``; per-member
 differences (seed, learning rate, schedule, momentum, weight decay,
 augmentation, label smoothing, init scale) are arrays, never Python values.
 
+Layout: the member axis is sharded over the devices, and each device runs its own members
+(``shard_map``); nothing crosses devices while training. A device trains its members in
+blocks of ``member_block`` (8 on CPU, where a block's state and activations stay in cache;
+all at once on accelerators): a ``lax.map`` over blocks, each running every step of a chunk
+before the next block starts, since members are independent between recordings. A block's
+arithmetic is the member's own, so the block size changes results only through float rounding
+(XLA may pick other kernels for another batch count), which training can amplify in a few
+members over many steps, exactly as a one-ulp change of their initial weights does.
+
 Randomness: each member's key is ``PRNGKey(seed)``, so a member gets the same
 initialisation and data order whatever cohort it trains in. Its data order in
 epoch ``e`` is a permutation from ``fold_in(data_key, e)``; its augmentation at
@@ -46,9 +55,10 @@ _INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
 
 # Members trained together per device (``CohortProgram.member_block``), by backend; others
 # vmap all of a device's members at once (accelerators want the widest batched matmuls).
-# Measured with ``benchmarks/train.py`` (mlp 64-64-64, digits, batch 64, E = 256 on 2 CPU
-# cores): blocks of 2 / 4 / 8 / 16 / 32 / all 128 give 37k / 39k / 39k / 36k / 36k / 24k
-# model-steps/s; with blocks of 8, 39k at E = 16 to 1,024.
+# Measured on 2 CPU cores (mlp 64-64-64, digits, batch 64, E = 256, 2 devices): blocks of
+# 1 / 2 / 4 / 8 / 16 / 32 / all 128 gave 18k / 37k / 39k / 39k / 36k / 36k / 24k model-steps/s;
+# with blocks of 8, 39-41k from E = 16 to 1,024 (``benchmarks/train.py``). All-CNN on
+# mnist5k, E = 64: 118 with blocks of 8 vs 110 all at once.
 DEFAULT_MEMBER_BLOCKS = {'cpu': 8}
 
 

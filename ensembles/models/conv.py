@@ -20,9 +20,10 @@ same initialisation, same arithmetic) that picks one of these formulations:
     in XLA's canonical (N, spatial, C) x (spatial, I, O) form that the CPU backend runs with a
     fast library kernel, also inside while loops; the backward pass is written out as two more
     canonical convolutions (``jax.custom_vjp`` over ``jax.custom_batching.custom_vmap``).
-    With several devices the loop runs inside ``shard_map``, each device over its own block of
-    members (the trainer shards the member axis over all devices; a plain loop would make
-    XLA gather every member on every device). When only the kernel is batched (a shared input,
+    Inside the trainer's ``shard_map`` each device loops over its own members; called with
+    members sharded over several devices outside any ``shard_map``, the loop runs in one of
+    its own over all devices (a plain loop would make XLA gather every member on every
+    device). When only the kernel is batched (a shared input,
     e.g. the probes at evaluation), members fold into the output channels of one convolution
     instead; when only the input is, into its batch. Strided layers and layers whose output is
     smaller than the kernel use 'im2col' (XLA runs their convolutions naively, see
@@ -279,11 +280,12 @@ def _looped(conv):
 def _map_over_members(conv, lhs, rhs):
   """``lax.map(conv)`` over the leading (member) axis; with several devices, each maps its own.
 
-  A loop over a member axis that the caller sharded over devices (as the trainer does) would
-  make XLA's automatic partitioner gather every member on every device; ``shard_map`` over all
-  devices instead gives each device the loop over its own contiguous block of members (the
-  trainer's layout: ``NamedSharding(Mesh(jax.devices(), ...), PartitionSpec(axis))``), and
-  costs a reshard where the caller laid members out otherwise.
+  Inside a ``shard_map`` (the trainer runs each device's members in one) the members here are
+  the device's own: a plain loop. Outside one, a loop over a member axis sharded over devices
+  would make XLA's automatic partitioner gather every member on every device; ``shard_map``
+  over all devices instead gives each device the loop over its own contiguous block of
+  members (``NamedSharding(Mesh(jax.devices(), ...), PartitionSpec(axis))``), and costs a
+  reshard where the caller laid members out otherwise.
   """
   mapped = lambda lhs, rhs: lax.map(lambda operands: conv(*operands), (lhs, rhs))  # noqa: E731
   devices = jax.devices()
