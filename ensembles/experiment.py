@@ -33,7 +33,7 @@ def default_train_config() -> ml_collections.ConfigDict:
   """``config.train`` defaults: knobs of the engine, not of the members."""
   return ml_collections.ConfigDict(dict(
       eval_batch_size=1024,    # probe examples per member evaluated at once
-      member_block=0,          # members trained together per device; 0: the backend's default
+      member_block=0,          # members trained together per device; 0: by backend and arch
       log_every_seconds=10.0,  # progress line period
       checkpoint_every_seconds=60.0,  # resumable state saved at a recording time this often
   ))
@@ -148,8 +148,9 @@ def plan(config: ml_collections.ConfigDict) -> _Plan:
         f'config.train.eval_batch_size={train_cfg.eval_batch_size}: must be > 0.')
   if train_cfg.member_block < 0:
     raise sweep_lib.ConfigError(
-        f'config.train.member_block={train_cfg.member_block}: accepted 0 (the backend\'s '
-        f'default, {train_lib.DEFAULT_MEMBER_BLOCKS}) or a positive member count.')
+        f'config.train.member_block={train_cfg.member_block}: accepted 0 (the default: on '
+        f'CPU {train_lib.CPU_MEMBER_BLOCKS}, 1 for other architectures; all members of a '
+        'device at once on accelerators) or a positive member count.')
   names = sorted({m.dataset for m in members})
   if len(names) > 1:
     raise sweep_lib.ConfigError(

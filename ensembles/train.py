@@ -7,8 +7,8 @@ augmentation, label smoothing, init scale) are arrays, never Python values.
 
 Layout: the member axis is sharded over the devices, and each device runs its own members
 (``shard_map``); nothing crosses devices while training. A device trains its members in
-blocks of ``member_block`` (8 on CPU, where a block's state and activations stay in cache;
-all at once on accelerators): a ``lax.map`` over blocks, each running every step of a chunk
+blocks of ``member_block`` (on CPU 8 mlps, whose state and activations then stay in cache,
+or 1 of any other architecture; all at once on accelerators): a ``lax.map`` over blocks, each running every step of a chunk
 before the next block starts, since members are independent between recordings. A block's
 arithmetic is the member's own, so the block size changes results only through float rounding
 (XLA may pick other kernels for another batch count), which training can amplify in a few
@@ -53,18 +53,26 @@ from ensembles import sweep as sweep_lib
 # of compile for ~1 ms of run time. Level 0 compiles in ~1.5 s (measured for a 4-member MLP).
 _INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
 
-# Members trained together per device (``CohortProgram.member_block``), by backend; others
-# vmap all of a device's members at once (accelerators want the widest batched matmuls).
-# Measured on 2 CPU cores (mlp 64-64-64, digits, batch 64, E = 256, 2 devices): blocks of
-# 1 / 2 / 4 / 8 / 16 / 32 / all 128 gave 18k / 37k / 39k / 39k / 36k / 36k / 24k model-steps/s;
-# with blocks of 8, 39-41k from E = 16 to 1,024 (``benchmarks/train.py``). All-CNN on
-# mnist5k, E = 64: 118 with blocks of 8 vs 110 all at once.
-DEFAULT_MEMBER_BLOCKS = {'cpu': 8}
+# Members trained together per device (``CohortProgram.member_block``) on CPU, by
+# architecture (others: 1); accelerators vmap all of a device's members at once (they want the
+# widest batched ops). Measured on 2 CPU cores (digits, batch 64, 2 devices, model-steps/s):
+#   mlp 64-64-64, E = 256, blocks of 1 / 2 / 4 / 8 / 16 / all 128: 18k / 37k / 39k / 39k /
+#     36k / 24k (8: 39-44k from E = 16 to 1,024); mlp 128 and 256 wide, E = 64, blocks of
+#     1 / 2 / 8: 9.2k / 15.5k / 15.5k and 3.0k / 5.1k / 4.5k.
+#   E = 32 (cnn: mnist5k, E = 64), blocks of 1 / 2 / 8: All-CNN w16 d2 922 / 850 / 734;
+#     WRN-10-1 623 / 538 / 466; ConvMixer w32 1,306 / - / 810; ViT w32 d2 648 / 548 / 498;
+#     All-CNN w8 on mnist5k 148 / - / 118.
+# A block of 8 mlps keeps its state and activations in cache and shares each op's dispatch;
+# convolutions already loop over members on CPU (``models.conv``), and a block of 1 spares
+# them the member axis altogether, as it spares the attention's small batched matmuls.
+CPU_MEMBER_BLOCKS = {'mlp': 8}
 
 
-def default_member_block() -> int:
-  """``DEFAULT_MEMBER_BLOCKS`` for the default backend; 0 (one block) if it has none."""
-  return DEFAULT_MEMBER_BLOCKS.get(jax.default_backend(), 0)
+def default_member_block(arch: str) -> int:
+  """The default ``member_block`` for ``arch`` on the default backend (0: one block)."""
+  if jax.default_backend() != 'cpu':
+    return 0
+  return CPU_MEMBER_BLOCKS.get(arch, 1)
 
 
 # Streams derived from a member's key with fold_in (any distinct constants do).
@@ -164,9 +172,9 @@ class CohortProgram:
     any_augment: whether some member augments; if none does, augmentation is left out of the
       program (it costs ~20% of an mlp step on digits even when every member disables it).
     member_block: train at most this many members of a device together (0: all of them).
-      ``train`` and ``pretrain`` loop (``lax.map``) over blocks of members, each block running
-      all of a chunk's steps before the next starts: members are independent between
-      recordings. On CPU a block's state stays in cache (``DEFAULT_MEMBER_BLOCKS``).
+      ``train``, ``pretrain`` and ``evaluate`` loop (``lax.map``) over blocks of members,
+      each block running all of a chunk's steps before the next starts: members are
+      independent between recordings (defaults: ``default_member_block``).
   """
   network: models_lib.Network
   info: data_lib.DatasetInfo
@@ -201,7 +209,7 @@ class CohortProgram:
         eval_batch_size=eval_batch_size, init_choice=h.init,
         pretrain_steps=0 if h.init == 'default' else h.init_epochs * spe,
         subset_size=subset_size, any_augment=any(m.augment for m in cohort.hparams),
-        member_block=member_block or default_member_block())
+        member_block=member_block or default_member_block(h.arch))
 
   # -- per member -----------------------------------------------------------
 

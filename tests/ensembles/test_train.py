@@ -134,7 +134,7 @@ def test_chunked_training_is_bit_identical_to_one_call(data_dir):
 def test_member_blocks_train_and_evaluate_like_one_vmap(data_dir):
   members = _members(seed=tuple(range(5)), learning_rate=(0.05,), augment=(False, True))
   program, dataset = _cohort_program(data_dir, members[:5])
-  assert program.member_block == train_lib.DEFAULT_MEMBER_BLOCKS['cpu']
+  assert program.member_block == train_lib.CPU_MEMBER_BLOCKS['mlp']
   # 5 members in blocks of at most 2: 3 blocks of 2, the last filled up with a copy.
   one_vmap, blocks = (dataclasses.replace(program, member_block=b) for b in (0, 2))
   hp = train_lib.member_hparams(members[:5])
