@@ -8,11 +8,12 @@ augmentation, label smoothing, init scale) are arrays, never Python values.
 Layout: the member axis is sharded over the devices, and each device runs its own members
 (``shard_map``); nothing crosses devices while training. A device trains its members in
 blocks of ``member_block`` (on CPU 8 mlps, whose state and activations then stay in cache,
-or 1 of any other architecture; all at once on accelerators): a ``lax.map`` over blocks, each running every step of a chunk
-before the next block starts, since members are independent between recordings. A block's
-arithmetic is the member's own, so the block size changes results only through float rounding
-(XLA may pick other kernels for another batch count), which training can amplify in a few
-members over many steps, exactly as a one-ulp change of their initial weights does.
+or 1 of any other architecture; all at once on accelerators): a ``lax.map`` over blocks,
+each running every step of a chunk before the next block starts, since members are
+independent between recordings. A block's arithmetic is the member's own, so the block size
+changes results only through float rounding (XLA may pick other kernels for another batch
+count), which training can amplify in a few members over many steps, exactly as a one-ulp
+change of their initial weights does.
 
 Randomness: each member's key is ``PRNGKey(seed)``, so a member gets the same
 initialisation and data order whatever cohort it trains in. Its data order in
@@ -193,7 +194,7 @@ class CohortProgram:
   @classmethod
   def for_cohort(cls, cohort: sweep_lib.Cohort, info: data_lib.DatasetInfo,
                  eval_batch_size: int, member_block: int = 0) -> CohortProgram:
-    """The program of ``cohort``; ``member_block`` 0 takes the backend's default."""
+    """The program of ``cohort``; ``member_block`` 0 takes ``default_member_block``."""
     h = cohort.shared
     spe = data_lib.steps_per_epoch(info.num_train, h.batch_size)
     subset_size = round(h.init_subset * info.num_train)
