@@ -25,6 +25,9 @@ PEAK_MATMUL_SIZE = 2048
 PEAK_MATMUL_REPEATS = 5
 # Packages whose versions a results table lists (absent ones are skipped).
 VERSIONED_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'torch')
+# Where the benchmarks write their markdown results (``<benchmark>_<host>.md``).
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
 # Line prefix of a child's JSON result on its stdout (other output may precede it).
 RESULT_PREFIX = 'BENCHMARK_RESULT '
 

@@ -47,7 +47,6 @@ QUICK_REPEATS = 2
 # A child that has not finished after this long is reported as timed out (full eigh at
 # m = 8,000 took ~100 s on 2 cores).
 CHILD_TIMEOUT_S = 1200
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
 def trajectory_distances(m: int):
@@ -158,7 +157,7 @@ def main(argv=None) -> None:
   print(text)
   out = args.out
   if out is None and not args.quick:
-    out = os.path.join(RESULTS_DIR, f'embedding_{common.host_kind()}.md')
+    out = os.path.join(common.RESULTS_DIR, f'embedding_{common.host_kind()}.md')
   common.write_results(text, out)
 
 

@@ -46,16 +46,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
-
-
-@dataclasses.dataclass(frozen=True)
-class Workload:
-  """A model on the synthetic 32x32x3 data (the hparams of the trainer's sweep)."""
-
-  arch: str
-  width: int
-  depth: int
-  batch_size: int
+# The trainer benchmark's workloads, sweep and SGD settings, here on synthetic CIFAR-shaped data.
+from benchmarks.train import (  # noqa: E402
+  LEARNING_RATE, MAX_SECONDS_PER_STEP, MOMENTUM, Workload, sweep_config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +75,8 @@ class Sizes:
 # fits 1,024 members in an 80 GB H100, the resnet 256.
 GPU = Sizes(
   workloads={
-    'cnn-cifar10': Workload('cnn', width=8, depth=2, batch_size=64),
-    'resnet-cifar10': Workload('resnet', width=1, depth=10, batch_size=64),
+    'cnn-cifar10': Workload('cifar10', 'cnn', width=8, depth=2, batch_size=64),
+    'resnet-cifar10': Workload('cifar10', 'resnet', width=1, depth=10, batch_size=64),
   },
   # Most useful first; the resnet at 1,024 members last: CPU's memory analysis of the same
   # program puts it at ~170 GB (166 MB per member), so it should report out of memory.
@@ -102,8 +95,8 @@ GPU = Sizes(
 # --dry-run: every code path at toy sizes on CPU (the numbers mean nothing).
 DRY_RUN = Sizes(
   workloads={
-    'cnn-cifar10': Workload('cnn', width=2, depth=1, batch_size=8),
-    'resnet-cifar10': Workload('resnet', width=1, depth=10, batch_size=4),
+    'cnn-cifar10': Workload('cifar10', 'cnn', width=2, depth=1, batch_size=8),
+    'resnet-cifar10': Workload('cifar10', 'resnet', width=1, depth=10, batch_size=4),
   },
   rows=(('cnn-cifar10', 2, 'auto'), ('resnet-cifar10', 2, 'auto'), ('cnn-cifar10', 2, 'lax')),
   num_train=64, num_test=32, probe_size=16, eval_batch_size=8,
@@ -115,15 +108,9 @@ DRY_RUN = Sizes(
 CLASSES = 10
 INPUT_SHAPE = (32, 32, 3)
 DATA_SEED = 0
-# The trainer's defaults (benchmarks/train.py uses the same).
-LEARNING_RATE = 0.05
-MOMENTUM = 0.9
 REPEATS = 3
-# A row whose single step takes longer than this reports that step alone.
-MAX_SECONDS_PER_STEP = 30.0
 # Rows are not started with less than this much of the budget left (start-up and compile).
 MIN_ROW_SECONDS = 30.0
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 HEADERS = ['workload', 'E', 'conv', 'model-steps/s', 'TFLOP/s', 'MFU', 'matmul peak TFLOP/s',
            'compile s', 'eval probe-ex/s', 'peak GiB', 'status']
 
@@ -157,17 +144,11 @@ def _child(spec: dict) -> dict:
   import ensembles  # noqa: F401  Before JAX starts (device setup).
   import jax
 
-  from ensembles import experiment
-
   result = dict(matmul_peak_gflops=common.jax_matmul_peak_gflops(spec['peak_matmul_size']),
                 environment=common.environment_lines(), host_kind=common.host_kind(),
                 devices=jax.device_count())
   workload = Workload(**spec['workload'])
-  config = experiment.default_config()
-  h = config.hparams
-  h.dataset, h.arch, h.width, h.depth = 'cifar10', workload.arch, workload.width, workload.depth
-  h.batch_size, h.learning_rate, h.momentum = workload.batch_size, LEARNING_RATE, MOMENTUM
-  config.sweep.seed = tuple(range(spec['members']))
+  config = sweep_config(workload, spec['members'])
   formulation = None if spec['formulation'] == 'auto' else spec['formulation']
   program, compiled, hp, dataset, probes = common.trainer_cohort(
     config, synthetic_dataset(spec['num_train'], spec['num_test']), spec['eval_batch_size'],
@@ -295,7 +276,7 @@ def main(argv=None) -> None:
   out = args.out
   if out is None and not args.dry_run:
     kind = next((r['host_kind'] for r in results.values() if 'host_kind' in r), 'unknown')
-    out = os.path.join(RESULTS_DIR, f'gpu_{kind}.md')
+    out = os.path.join(common.RESULTS_DIR, f'gpu_{kind}.md')
   common.write_results(text, out)
 
 

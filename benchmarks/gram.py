@@ -56,7 +56,6 @@ METHODS = ('numpy', 'jax-log-each', 'jax-no-sym', 'jax')
 DEVICE_COUNTS = (1, 2, 4)
 # Timed calls of each JAX method after the compiling one; the median is reported.
 REPEATS = 3
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 # Memory is measured in a second run with a fixed glibc mmap threshold: every large buffer is
 # then mapped on allocation and unmapped on free, so the resident set follows what is live
 # (by default glibc keeps freed buffers of up to 32 MiB, and a warm call reuses them unseen).
@@ -227,7 +226,7 @@ def main() -> None:
   print('\n'.join([aligned(headers), '-' * sum(widths), *map(aligned, table)]))
   print(f'load average (1, 5, 15 min) at the end: {load_after}')
   path = args.results or (None if args.quick else
-                          os.path.join(RESULTS_DIR, f'gram_{common.host_kind()}.md'))
+                          os.path.join(common.RESULTS_DIR, f'gram_{common.host_kind()}.md'))
   common.write_results(
     '# Bhattacharyya distance matrix\n\n' + '\n'.join(environment) +
     f'\n- load average (1, 5, 15 min) at the end: {load_after}\n\n{setup}\n\n' +

@@ -37,7 +37,6 @@ GOAL_SPEEDUP = 1.8
 GOAL_DEVICES = 2
 DEVICE_COUNTS = (1, 2, 4)
 ROUNDS = 2
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
 def _children_cpu_seconds() -> float:
@@ -113,7 +112,7 @@ def main(argv=None) -> None:
       common.markdown_table(headers, rows),
       f'Goal: {GOAL_DEVICES} devices >= {GOAL_SPEEDUP}x one device: {goal}.'])
   print(text)
-  path = args.out or os.path.join(RESULTS_DIR, f'scale_{common.host_kind()}.md')
+  path = args.out or os.path.join(common.RESULTS_DIR, f'scale_{common.host_kind()}.md')
   common.write_results(text, path)
 
 

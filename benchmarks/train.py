@@ -136,14 +136,14 @@ SCAN_CHUNK = 100
 EVAL_BATCH_SIZE = 1024
 # Probe examples of the throughput runs (compiled for evaluate, never evaluated there).
 PROBE_SIZE = 256
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
 # ---------------------------------------------------------------------------------------------
 # Children: one measurement each.
 
 
-def _sweep_config(workload: Workload, members: int):
+def sweep_config(workload: Workload, members: int):
+  """A one-cohort sweep: ``members`` seeds of ``workload`` at the benchmarks' SGD settings."""
   from ensembles import experiment
 
   config = experiment.default_config()
@@ -167,7 +167,7 @@ def _trainer(spec: dict):
   workload = Workload(**spec['workload'])
   dataset = data_lib.load_dataset(workload.dataset, data_dir=spec['data_dir'])
   program, compiled, hp, dataset, _ = common.trainer_cohort(
-    _sweep_config(workload, spec['members']), dataset, EVAL_BATCH_SIZE,
+    sweep_config(workload, spec['members']), dataset, EVAL_BATCH_SIZE,
     min(PROBE_SIZE, dataset.info.num_test), spec.get('formulation'))
   return program, compiled, hp, dataset
 
@@ -283,7 +283,7 @@ def _child_recording(spec: dict) -> dict:
   from ensembles import record as record_lib
 
   workload = Workload(**spec['workload'])
-  config = _sweep_config(workload, spec['members'])
+  config = sweep_config(workload, spec['members'])
   config.data.data_dir = spec['data_dir']
   if spec.get('epochs'):
     config.hparams.epochs = spec['epochs']
@@ -602,7 +602,7 @@ def main(argv=None) -> None:
   out = args.out
   if out is None:
     suffix = '_conv' if args.conv else ('_quick' if quick else '')
-    out = os.path.join(RESULTS_DIR, f'train_{common.host_kind()}{suffix}.md')
+    out = os.path.join(common.RESULTS_DIR, f'train_{common.host_kind()}{suffix}.md')
   common.write_results(text, out)
 
 
