@@ -12,7 +12,8 @@ import ensembles
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Three members: not a multiple of 2 or 4 devices, so padding members are exercised.
+# Three members per architecture: not a multiple of 2 or 4 devices, so padding members are
+# exercised; the cnn runs its convolutions as per-member loops inside the trainer's shard_map.
 _CONFIG = '''
 from ensembles import experiment
 
@@ -20,6 +21,7 @@ def get_config(arg=None):
   config = experiment.default_config()
   config.hparams.update(dict(width=16, depth=2, epochs=2))
   config.sweep.seed = (0, 1, 2)
+  config.sweep.arch = ('mlp', 'cnn')
   config.record.train_probe_size = 100
   config.record.test_probe_size = 50
   return config

@@ -20,12 +20,9 @@ same initialisation, same arithmetic) that picks one of these formulations:
     in XLA's canonical (N, spatial, C) x (spatial, I, O) form that the CPU backend runs with a
     fast library kernel, also inside while loops; the backward pass is written out as two more
     canonical convolutions (``jax.custom_vjp`` over ``jax.custom_batching.custom_vmap``).
-    Inside the trainer's ``shard_map`` each device loops over its own members; called with
-    members sharded over several devices outside any ``shard_map``, the loop runs in one of
-    its own over all devices (a plain loop would make XLA gather every member on every
-    device). When only the kernel is batched (a shared input, e.g. the probes at evaluation),
-    members fold into the output channels of one convolution instead; when only the input
-    is, into its batch. Strided layers and layers whose output is smaller than the kernel use
+    Inside the trainer's ``shard_map`` each device loops over its own members. When only the
+    kernel is batched (a shared input, e.g. the probes at evaluation), members fold into the
+    output channels of one convolution instead; when only the input is, into its batch. Strided layers and layers whose output is smaller than the kernel use
     'im2col' (XLA runs their convolutions naively, see ``_loops_well``). Not differentiable in
     forward mode (``jax.jvp``), as any ``custom_vjp``.
 
@@ -58,7 +55,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, PartitionSpec
 
 # Formulations a ``Convolution`` accepts; 'auto' resolves by backend at trace time.
 FORMULATIONS = ('lax', 'im2col', 'member_loop')
@@ -67,9 +63,6 @@ AUTO = 'auto'
 DEFAULT_FORMULATIONS = {'cpu': 'member_loop', 'gpu': 'im2col', 'tpu': 'im2col'}
 # Formulation of backends not listed in DEFAULT_FORMULATIONS.
 FALLBACK_FORMULATION = 'im2col'
-
-# Mesh axis name of the per-device member loops (any name: the mesh is local to each loop).
-_MEMBER_AXIS = 'members'
 
 _Padding = tuple[tuple[int, int], ...]
 
@@ -278,24 +271,13 @@ def _looped(conv):
 
 
 def _map_over_members(conv, lhs, rhs):
-  """``lax.map(conv)`` over the leading (member) axis; with several devices, each maps its own.
+  """``lax.map(conv)`` over the leading (member) axis.
 
-  Inside a ``shard_map`` (the trainer runs each device's members in one) the members here are
-  the device's own: a plain loop. Outside one, a loop over a member axis sharded over devices
-  would make XLA's automatic partitioner gather every member on every device; ``shard_map``
-  over all devices instead gives each device the loop over its own contiguous block of
-  members (``NamedSharding(Mesh(jax.devices(), ...), PartitionSpec(axis))``), and costs a
-  reshard where the caller laid members out otherwise.
+  The trainer runs each device's own members inside ``shard_map``, so the loop is over those.
+  Called on members sharded over devices outside any ``shard_map``, XLA's partitioner gathers
+  every member on every device first: correct, but each device then loops over all of them.
   """
-  mapped = lambda lhs, rhs: lax.map(lambda operands: conv(*operands), (lhs, rhs))  # noqa: E731
-  devices = jax.devices()
-  # Inside a shard_map (the trainer's), the members here are already this device's own.
-  if (len(devices) == 1 or lhs.shape[0] % len(devices)
-      or jax.sharding.get_abstract_mesh().manual_axes):
-    return mapped(lhs, rhs)
-  mesh = Mesh(np.asarray(devices), (_MEMBER_AXIS,))
-  spec = PartitionSpec(_MEMBER_AXIS)
-  return jax.shard_map(mapped, mesh=mesh, in_specs=(spec, spec), out_specs=spec)(lhs, rhs)
+  return lax.map(lambda operands: conv(*operands), (lhs, rhs))
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,9 +10,6 @@ time 3-6x (a WRN-10-1 init: 9 s -> 1.6 s) and does not change what is computed.
 import functools
 import itertools
 import math
-import os
-import subprocess
-import sys
 
 import chex
 import jax
@@ -434,7 +431,6 @@ def _conv_case_results(case: str, axes: str, members: int):
   return results, x, w, g
 
 
-# 4 members split over the devices (shard_map) when there are 2 or 4; 3 members, a plain loop.
 _CONV_TEST_CASES = [
   pytest.param(case, axes, members, id=f'{case}-{axes}-E{members}')
   for case in _CONV_CASES
@@ -444,8 +440,6 @@ _CONV_TEST_CASES = [
 
 @pytest.mark.parametrize('case, axes, members', _CONV_TEST_CASES)
 def test_conv_formulations_match_numpy_forward_and_gradients_under_vmap(case, axes, members):
-  if os.environ.get('_ENSEMBLES_CONV_SUBPROCESS'):  # Run by the four-device test below.
-    assert jax.device_count() == 4
   _, kernel, strides, pads, _, _, depthwise = _CONV_CASES[case]
   results, x, w, g = _conv_case_results(case, axes, members)
   x_axis, w_axis = _CONV_VMAP_AXES[axes]
@@ -458,20 +452,6 @@ def test_conv_formulations_match_numpy_forward_and_gradients_under_vmap(case, ax
         np.testing.assert_allclose(
           got[e], want, rtol=0, atol=_CONV_RTOL * np.abs(want).max(),
           err_msg=f'{formulation} {name} member {e} ({case}, {axes}, kernel {kernel})')
-
-
-def test_conv_member_loops_split_over_four_devices():
-  """The per-device member loops (shard_map) compute the same numbers on 4 host devices."""
-  if os.environ.get('_ENSEMBLES_CONV_SUBPROCESS'):
-    pytest.skip('already the subprocess')
-  flags = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
-  env = dict(os.environ, XLA_FLAGS=flags, _ENSEMBLES_CONV_SUBPROCESS='1')
-  selected = 'test_conv_formulations_match_numpy and E4 and (2d-s1 or 2d-s2-odd)'
-  done = subprocess.run(
-    [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', __file__, '-k', selected],
-    env=env, capture_output=True, text=True, timeout=300)
-  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-  assert '6 passed' in done.stdout, done.stdout[-1000:]
 
 
 def test_conv_formulation_validation_and_defaults():
