@@ -43,6 +43,10 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
 # Samples per batched matmul in the NumPy baseline (as measured in NOTES.md).
 NUMPY_CHUNK = 8
 # The lower clip of the Bhattacharyya coefficient, the same as analysis.BC_CLIP.
@@ -81,21 +85,6 @@ def numpy_gram(p_MxNxC: np.ndarray) -> np.ndarray:
   return (-total_MxM / n).astype(np.float32)
 
 
-def _rss_bytes(field: str) -> int:
-  with open('/proc/self/status') as f:
-    for line in f:
-      if line.startswith(field + ':'):
-        return int(line.split()[1]) * 1024
-  raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-def _reset_peak() -> int:
-  """Resets the peak resident set (VmHWM) to the current one; returns the current one."""
-  with open('/proc/self/clear_refs', 'w') as f:
-    f.write('5')
-  return _rss_bytes('VmRSS')
-
-
 def _devices(method: str) -> int:
   """Host devices a method runs on: n for 'jax-<n>dev', one for the other JAX methods."""
   match = re.fullmatch(r'jax-(\d+)dev', method)
@@ -126,12 +115,13 @@ def run_child(method: str, m: int, n: int, c: int, repeats: int, out_path: str |
   times, cpu_times = [], []
   for call in range(calls):
     gc.collect()
-    before = _reset_peak()
+    common.reset_peak_rss()
+    before = common.rss_bytes('VmRSS')
     start, cpu_start = time.perf_counter(), time.process_time()
     result = compute(p)
     times.append(time.perf_counter() - start)
     cpu_times.append(time.process_time() - cpu_start)
-    peak = _rss_bytes('VmHWM') - before
+    peak = common.rss_bytes('VmHWM') - before
     if call < calls - 1:
       del result
   if out_path:
@@ -202,8 +192,6 @@ def main() -> None:
   methods += [f'jax-{k}dev' for k in counts if k > 1]
   if 1 in counts and 'jax' not in methods:
     methods.insert(0, 'jax')
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from benchmarks import common
   environment = common.environment_lines()
   setup = (f'm={m} points, N={n} samples, C={c}; input {m * n * c * 4 / 2**20:.0f} MiB float32; '
            f'memory goal {(3 * m * m * 4 + SLACK_BYTES) / 2**20:.0f} MiB above the input; '

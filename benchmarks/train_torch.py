@@ -134,7 +134,20 @@ class _BatchNorm:
     return normed * self.scale[:, None] + self.bias[:, None]
 
 
-class BmmTrainer:
+class _StackedSgd:
+  """SGD over ``self.params`` (members stacked in each tensor) with ``self.optimizer``."""
+
+  def _sgd_step(self, loss):
+    # The loss is the mean over all members' examples: times E, each member's own mean.
+    self.optimizer.zero_grad(set_to_none=True)
+    (loss * self.members).backward()
+    self.optimizer.step()
+
+  def finite(self) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in self.params)
+
+
+class BmmTrainer(_StackedSgd):
   def __init__(self, arch, width, depth, members, input_shape, num_classes, learning_rate,
                momentum, bn_momentum, bn_epsilon):
     self.arch, self.members, self.num_classes = arch, members, num_classes
@@ -195,15 +208,10 @@ class BmmTrainer:
   def step(self, x_ExBxS, y_ExB):
     logits_ExBxK = self._logits(x_ExBxS)
     loss = F.cross_entropy(logits_ExBxK.reshape(-1, self.num_classes), y_ExB.reshape(-1))
-    self.optimizer.zero_grad(set_to_none=True)
-    (loss * self.members).backward()
-    self.optimizer.step()
-
-  def finite(self) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in self.params)
+    self._sgd_step(loss)
 
 
-class GroupedTrainer:
+class GroupedTrainer(_StackedSgd):
   """All-CNN ensemble with members stacked on channels (groups=E)."""
 
   def __init__(self, arch, width, depth, members, input_shape, num_classes, learning_rate,
@@ -252,12 +260,7 @@ class GroupedTrainer:
     logits_BxExK = h.mean(dim=(2, 3)).reshape(b, e, self.num_classes)
     loss = F.cross_entropy(logits_BxExK.transpose(0, 1).reshape(-1, self.num_classes),
                            y_ExB.reshape(-1))
-    self.optimizer.zero_grad(set_to_none=True)
-    (loss * self.members).backward()
-    self.optimizer.step()
-
-  def finite(self) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in self.params)
+    self._sgd_step(loss)
 
 
 _TRAINERS = {'torch-func-vmap': FuncVmapTrainer, 'torch-bmm': BmmTrainer,
