@@ -584,15 +584,18 @@ def training_seconds(workdir: str) -> float:
   return max((os.path.getmtime(r) for r in records), default=start) - start
 
 
-def machine() -> str:
-  """The machine, in words: processor, cores, OS."""
-  cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+  """The processor's model name (from /proc/cpuinfo where there is one)."""
   try:
     with open('/proc/cpuinfo') as f:
-      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
   except (OSError, StopIteration):
-    pass
-  return f'{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}'
+    return platform.processor() or platform.machine() or 'unknown CPU'
+
+
+def machine() -> str:
+  """The machine, in words: processor, cores, OS."""
+  return f'{cpu_name()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}'
 
 
 def run_info(command: str, train_seconds: float, analysis_seconds: float,

@@ -173,17 +173,6 @@ def versions() -> dict[str, str]:
   return found
 
 
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown CPU'
-
-
 def host_kind() -> str:
   """A short file-name-safe machine kind: 'cpu-2cores', or the accelerator's device kind."""
   import jax
@@ -197,6 +186,8 @@ def host_kind() -> str:
 
 def environment_lines() -> list[str]:
   """Markdown bullet lines: date, machine, load, versions."""
+  from analysis import reproduction  # matplotlib and PIL: only where a table is written.
+
   try:
     load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
   except OSError:
@@ -204,7 +195,7 @@ def environment_lines() -> list[str]:
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
   return [
     f'- date: {stamp}',
-    f'- machine: {host_kind()}, {cpu_model()}, {os.cpu_count()} logical cores',
+    f'- machine: {host_kind()}, {reproduction.cpu_name()}, {os.cpu_count()} logical cores',
     f'- load average (1, 5, 15 min) at the start: {load}',
     '- versions: ' + ', '.join(f'{k} {v}' for k, v in versions().items()),
   ]
