@@ -584,18 +584,12 @@ def training_seconds(workdir: str) -> float:
   return max((os.path.getmtime(r) for r in records), default=start) - start
 
 
-def cpu_name() -> str:
-  """The processor's model name (from /proc/cpuinfo where there is one)."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine() or 'unknown CPU'
-
-
 def machine() -> str:
   """The machine, in words: processor, cores, OS."""
-  return f'{cpu_name()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}'
+  from ensembles import devices  # pylint: disable=g-import-not-at-top
+
+  return (f'{devices.cpu_name()}, {os.cpu_count()} logical cores, '
+          f'{platform.system()} {platform.release()}')
 
 
 def run_info(command: str, train_seconds: float, analysis_seconds: float,

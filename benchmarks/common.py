@@ -186,7 +186,7 @@ def host_kind() -> str:
 
 def environment_lines() -> list[str]:
   """Markdown bullet lines: date, machine, load, versions."""
-  from analysis import reproduction  # matplotlib and PIL: only where a table is written.
+  from ensembles import devices
 
   try:
     load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
@@ -195,7 +195,7 @@ def environment_lines() -> list[str]:
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
   return [
     f'- date: {stamp}',
-    f'- machine: {host_kind()}, {reproduction.cpu_name()}, {os.cpu_count()} logical cores',
+    f'- machine: {host_kind()}, {devices.cpu_name()}, {os.cpu_count()} logical cores',
     f'- load average (1, 5, 15 min) at the start: {load}',
     '- versions: ' + ', '.join(f'{k} {v}' for k, v in versions().items()),
   ]

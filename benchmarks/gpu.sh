@@ -6,13 +6,22 @@
 #   bash benchmarks/gpu.sh --dry-run    # toy sizes on CPU: checks the script (seconds)
 #
 # Needs the package with JAX's CUDA 12 wheels: `pip install -e '.[cuda12]'` (once, with
-# network access; the run itself is offline: synthetic data, nothing downloaded). This script
-# installs nothing. PYTHON picks the interpreter (default: python3 on PATH); TOTAL_TIMEOUT_S
+# network access; the run itself is offline: synthetic data, nothing downloaded). On a node
+# without network whose Python has JAX with CUDA but not the rest, WHEELS=DIR installs the
+# wheels of benchmarks/offline_wheels.sh into a temporary folder first (nothing else is
+# installed). PYTHON picks the interpreter (default: python3 on PATH); TOTAL_TIMEOUT_S
 # (default 480) is the hard limit on the whole run, after which the rows so far are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 TOTAL_TIMEOUT_S="${TOTAL_TIMEOUT_S:-480}"
+
+if [[ -n "${WHEELS:-}" ]]; then
+  site="$(mktemp -d)"
+  "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --target "$site" \
+    "$WHEELS"/*.whl
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 
 dry_run=0
 for arg in "$@"; do

@@ -10,6 +10,7 @@ over 4 host devices). A device count chosen by the user (``XLA_FLAGS``,
 from __future__ import annotations
 
 import os
+import platform
 
 import jax
 import numpy as np
@@ -20,6 +21,15 @@ MEMBER_AXIS = 'members'
 # Host devices per CPU core when the user chose none (see the module docstring).
 CPU_DEVICES_PER_CORE = 1
 _USER_CHOICE = ('xla_force_host_platform_device_count',)
+
+
+def cpu_name() -> str:
+  """The processor's model name (from /proc/cpuinfo where there is one), for reports."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    return platform.processor() or platform.machine() or 'unknown CPU'
 
 
 def use_cpu_cores() -> int | None:
