@@ -17,6 +17,11 @@ PYTHON="${PYTHON:-python3}"
 TOTAL_TIMEOUT_S="${TOTAL_TIMEOUT_S:-480}"
 
 if [[ -n "${WHEELS:-}" ]]; then
+  if ! compgen -G "$WHEELS/*.whl" >/dev/null; then
+    echo "gpu.sh: WHEELS=$WHEELS holds no .whl files; make them where pip has network access" \
+         "with: bash benchmarks/offline_wheels.sh DIR [PYTHON_VERSION]" >&2
+    exit 1
+  fi
   site="$(mktemp -d)"
   "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --target "$site" \
     "$WHEELS"/*.whl

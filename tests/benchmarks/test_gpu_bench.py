@@ -44,6 +44,15 @@ def test_without_a_gpu_the_script_says_how_to_get_one(tmp_path):
   assert "pip install -e '.[cuda12]'" in done.stderr and '--dry-run' in done.stderr
 
 
+def test_a_wheel_folder_without_wheels_is_refused(tmp_path):
+  done = subprocess.run(['bash', _SCRIPT, '--dry-run'], capture_output=True, text=True,
+                        timeout=_TIMEOUT_S, cwd=tmp_path,
+                        env={**os.environ, 'PYTHON': sys.executable, 'WHEELS': str(tmp_path)})
+  assert done.returncode == 1
+  assert f'WHEELS={tmp_path} holds no .whl files' in done.stderr
+  assert 'offline_wheels.sh' in done.stderr and not done.stdout
+
+
 def test_a_failing_row_is_reported_and_the_table_still_printed(tmp_path):
   # Every row killed after 1 s (as a hung or out-of-memory config would end): rows with errors.
   done = subprocess.run(
