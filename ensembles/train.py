@@ -255,7 +255,7 @@ class CohortProgram:
     new = MemberState(params=optax.apply_updates(member.params, updates),
                       model_state=model_state, opt_state=opt_state)
     # A member whose loss or update is not finite is frozen where it stands.
-    ok = alive & jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(updates))
+    ok = alive & jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updates))
     new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, member)
     return new, ok
 
