@@ -9,6 +9,7 @@ over 4 host devices). A device count chosen by the user (``XLA_FLAGS``,
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 
@@ -18,6 +19,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MEMBER_AXIS = 'members'
+# Where ``use_compilation_cache`` keeps compiled programs by default
+# (``config.train.compilation_cache_dir``).
+DEFAULT_COMPILATION_CACHE_DIR = os.path.join('~', '.cache', 'ensembles', 'jax_compilation_cache')
 # Host devices per CPU core when the user chose none (see the module docstring).
 CPU_DEVICES_PER_CORE = 1
 _USER_CHOICE = ('xla_force_host_platform_device_count',)
@@ -30,6 +34,45 @@ def cpu_name() -> str:
       return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
   except (OSError, StopIteration):
     return platform.processor() or platform.machine() or 'unknown CPU'
+
+
+def host_tag() -> str:
+  """A short name of this host's processor kind: its model and instruction-set flags, hashed.
+
+  Compiled CPU programs use the instruction set of the processor they were compiled on, and a
+  home folder may be shared by machines of several kinds; JAX's cache key does not say which.
+  """
+  flags = ''
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = next((line for line in f if line.startswith('flags')), '')
+  except OSError:
+    pass
+  digest = hashlib.sha256(f'{cpu_name()}|{flags}'.encode()).hexdigest()[:12]
+  return f'{platform.machine() or "host"}-{digest}'
+
+
+def use_compilation_cache(directory: str) -> str | None:
+  """Turns on JAX's persistent compilation cache in ``directory``/``host_tag()``.
+
+  A rerun, a resume after preemption, or a sweep that differs only in per-member values (seeds,
+  learning rates, ...) then loads its compiled programs instead of compiling them again. A
+  cache folder already chosen (``jax_compilation_cache_dir``, by the user or an earlier call)
+  is kept; ``directory`` '' turns nothing on.
+
+  Returns:
+    The cache folder in use, or None.
+
+  Raises:
+    OSError: ``directory`` cannot be created.
+  """
+  current = jax.config.jax_compilation_cache_dir
+  if current or not directory:
+    return current or None
+  path = os.path.join(os.path.expanduser(directory), host_tag())
+  os.makedirs(path, exist_ok=True)
+  jax.config.update('jax_compilation_cache_dir', path)
+  return path
 
 
 def use_cpu_cores() -> int | None:

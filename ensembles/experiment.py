@@ -36,6 +36,9 @@ def default_train_config() -> ml_collections.ConfigDict:
       member_block=0,          # members trained together per device; 0: by backend and arch
       log_every_seconds=10.0,  # progress line period
       checkpoint_every_seconds=60.0,  # resumable state saved at a recording time this often
+      # JAX's persistent compilation cache ('' or None: none): reruns and resumes skip
+      # compiling (devices.use_compilation_cache; a folder set in JAX's own config wins).
+      compilation_cache_dir=devices.DEFAULT_COMPILATION_CACHE_DIR,
   ))
 
 
@@ -102,6 +105,7 @@ class _Plan:
   eval_batch_size: int
   log_every_seconds: float
   checkpoint_every_seconds: float
+  compilation_cache_dir: str
 
   def manifest(self, config: ml_collections.ConfigDict) -> dict:
     dataset = self.members[0].dataset
@@ -189,7 +193,8 @@ def plan(config: ml_collections.ConfigDict) -> _Plan:
                epochs_grid=record_lib.recording_epochs(members[0].epochs, record), probes=probes,
                eval_batch_size=train_cfg.eval_batch_size,
                log_every_seconds=train_cfg.log_every_seconds,
-               checkpoint_every_seconds=train_cfg.checkpoint_every_seconds)
+               checkpoint_every_seconds=train_cfg.checkpoint_every_seconds,
+               compilation_cache_dir=train_cfg.compilation_cache_dir)
 
 
 def _say(message: str) -> None:
@@ -327,6 +332,12 @@ def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
   """
   started = time.perf_counter()
   plan_ = plan(config)
+  try:
+    devices.use_compilation_cache(plan_.compilation_cache_dir)
+  except OSError as e:
+    raise sweep_lib.ConfigError(
+        f'config.train.compilation_cache_dir={plan_.compilation_cache_dir!r} cannot be '
+        f"created ({e}); accepted: a writable directory, or '' for no compilation cache.") from e
   workdir = os.path.abspath(workdir)
   _prepare_workdir(workdir, plan_.manifest(config), overwrite)
   _say(f'{len(plan_.members)} members in {len(plan_.cohorts)} cohorts, '

@@ -1,10 +1,29 @@
 """Shared fixtures."""
 
+import os
+import shutil
+import tempfile
+
 import pytest
 
-import ensembles
+# One compilation cache for this test session (and the processes it starts), not the user's:
+# set before JAX reads its config, so ``train_and_record`` keeps it (a folder chosen in JAX's
+# config wins over ``config.train.compilation_cache_dir``). Removed at the end.
+_SESSION_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _SESSION_CACHE = tempfile.mkdtemp(prefix='jax_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _SESSION_CACHE
 
-from ensembles import data
+import ensembles  # noqa: E402
+
+from ensembles import data  # noqa: E402
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _session_compilation_cache():
+  yield
+  if _SESSION_CACHE:
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope='session')

@@ -1,0 +1,97 @@
+"""The persistent compilation cache of ``config.train.compilation_cache_dir``."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+import ensembles
+from ensembles import devices
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Two runs of the same tiny sweep in one fresh process (no session cache inherited), the second
+# into a new workdir: JAX's own counters of persistent-cache hits, the cache folder, and the
+# trajectories. Every compile is cached (min time 0), so the count does not depend on speed.
+_CHILD = r'''
+import json, os, sys
+import jax
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+from jax import monitoring
+import ensembles
+import numpy as np
+events = []
+monitoring.register_event_listener(lambda name, **kw: events.append(name))
+cache, data_dir, workdir = sys.argv[1:4]
+out = {}
+for run in ('first', 'second'):
+  config = ensembles.default_config()
+  config.data.data_dir = data_dir
+  config.hparams.update(dict(width=8, depth=1, epochs=1, batch_size=64))
+  config.record.train_probe_size = 50
+  config.record.test_probe_size = 50
+  config.train.log_every_seconds = 1e9
+  config.train.compilation_cache_dir = cache
+  config.sweep.seed = (0, 1)
+  del events[:]
+  ensembles.train_and_record(config, os.path.join(workdir, run))
+  out[run] = dict(hits=events.count('/jax/compilation_cache/cache_hits'),
+                  probs=ensembles.load_trajectories(os.path.join(workdir, run)).probs().tolist())
+out['cache_dir'] = jax.config.jax_compilation_cache_dir
+print(json.dumps(out))
+'''
+
+
+def test_a_rerun_loads_its_programs_from_the_cache(data_dir, tmp_path):
+  cache = os.path.join(tmp_path, 'cache')
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  done = subprocess.run(
+      [sys.executable, '-c', _CHILD, cache, data_dir, str(tmp_path / 'runs')],
+      capture_output=True, text=True, timeout=600, cwd=_ROOT, env=env)
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = json.loads(done.stdout.strip().splitlines()[-1])
+  assert out['cache_dir'] == os.path.join(cache, devices.host_tag())
+  assert os.listdir(out['cache_dir'])
+  assert out['first']['hits'] == 0
+  assert out['second']['hits'] >= 3  # init, train and evaluate of the one cohort at least.
+  assert out['first']['probs'] == out['second']['probs']  # Loaded programs, same numbers.
+
+
+@pytest.fixture
+def no_cache_chosen():
+  """JAX's cache folder unset for one test (the session's is restored after)."""
+  chosen = jax.config.jax_compilation_cache_dir
+  jax.config.update('jax_compilation_cache_dir', None)
+  yield
+  jax.config.update('jax_compilation_cache_dir', chosen)
+
+
+def test_an_unusable_cache_folder_fails_before_anything_is_written(small_config, tmp_path,
+                                                                    no_cache_chosen):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  config = small_config()
+  config.train.compilation_cache_dir = str(blocker / 'cache')
+  workdir = tmp_path / 'run'
+  with pytest.raises(ensembles.ConfigError,
+                     match=r"config.train.compilation_cache_dir=.* cannot be created .*"
+                           r"accepted: a writable directory, or ''"):
+    ensembles.train_and_record(config, str(workdir))
+  assert not workdir.exists()
+  assert jax.config.jax_compilation_cache_dir is None
+
+
+def test_a_cache_folder_chosen_in_jax_wins(tmp_path, no_cache_chosen):
+  assert devices.use_compilation_cache('') is None  # '' turns nothing on.
+  assert jax.config.jax_compilation_cache_dir is None
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path / 'mine'))
+  assert devices.use_compilation_cache(str(tmp_path / 'other')) == str(tmp_path / 'mine')
+  assert not (tmp_path / 'other').exists()
+
+
+def test_host_tag_names_the_processor_kind():
+  tag = devices.host_tag()
+  assert tag == devices.host_tag() and len(tag.rsplit('-', 1)[1]) == 12
