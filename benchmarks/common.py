@@ -95,6 +95,16 @@ def calibrated_timing(run_steps, spec: dict) -> dict:
   return result
 
 
+def without_compilation_cache() -> None:
+  """No persistent compilation cache in this child, whatever the environment chose.
+
+  Compile times are measured here; ``JAX_COMPILATION_CACHE_DIR`` would make them cache loads.
+  """
+  import jax
+
+  jax.config.update('jax_compilation_cache_dir', None)
+
+
 def trainer_cohort(config, dataset, eval_batch_size: int, probe_size: int,
                    formulation: str | None = None):
   """The real trainer's compiled cohort for a one-cohort sweep, set up as ``experiment`` does.

@@ -144,6 +144,7 @@ def _child(spec: dict) -> dict:
   import ensembles  # noqa: F401  Before JAX starts (device setup).
   import jax
 
+  common.without_compilation_cache()
   result = dict(matmul_peak_gflops=common.jax_matmul_peak_gflops(spec['peak_matmul_size']),
                 environment=common.environment_lines(), host_kind=common.host_kind(),
                 devices=jax.device_count())

@@ -153,6 +153,7 @@ def sweep_config(workload: Workload, members: int):
   h.kernel_size, h.patch_size = workload.kernel_size, workload.patch_size
   h.batch_size, h.learning_rate, h.momentum = workload.batch_size, LEARNING_RATE, MOMENTUM
   config.sweep.seed = tuple(range(members))
+  config.train.compilation_cache_dir = ''  # Compile times are measured.
   return config
 
 
@@ -311,6 +312,7 @@ def _child_recording(spec: dict) -> dict:
 def child_main(spec: dict) -> None:
   import ensembles  # noqa: F401  Before JAX starts: it exposes the CPU cores as devices.
 
+  common.without_compilation_cache()
   size = QUICK_PEAK_MATMUL_SIZE if spec.get('quick') else common.PEAK_MATMUL_SIZE
   result = dict(matmul_peak_gflops=common.jax_matmul_peak_gflops(size))
   kind = spec['method']
