@@ -40,7 +40,8 @@ def host_tag() -> str:
   """A short name of this host's processor kind: its model and instruction-set flags, hashed.
 
   Compiled CPU programs use the instruction set of the processor they were compiled on, and a
-  home folder may be shared by machines of several kinds; JAX's cache key does not say which.
+  home folder may be shared by machines of several kinds; on CPU, JAX's cache key names the
+  backend ('cpu' and its version), not the processor.
   """
   flags = ''
   try:
