@@ -14,6 +14,7 @@ import dataclasses
 import os
 import shutil
 import time
+import warnings
 
 import jax
 from jax.experimental import multihost_utils
@@ -313,6 +314,18 @@ def _summary(c: int, cohort: sweep_lib.Cohort, steps: np.ndarray, final: dict[st
       diverged=int((~alive).sum()), resumed_from_step=resumed_from_step)
 
 
+def _use_compilation_cache(directory: str | None) -> None:
+  """``devices.use_compilation_cache``; a default folder that cannot be created only warns."""
+  try:
+    devices.use_compilation_cache(directory)
+  except OSError as e:
+    problem = (f'config.train.compilation_cache_dir={directory!r} cannot be created ({e}); '
+               "accepted: a writable directory, or '' for no compilation cache.")
+    if directory != devices.DEFAULT_COMPILATION_CACHE_DIR:
+      raise sweep_lib.ConfigError(problem) from e
+    warnings.warn(f'Training without a compilation cache: {problem}', stacklevel=3)
+
+
 def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
                      overwrite: bool = False) -> TrainSummary:
   """Trains every member of a sweep in lockstep cohorts and records trajectories.
@@ -332,12 +345,7 @@ def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
   """
   started = time.perf_counter()
   plan_ = plan(config)
-  try:
-    devices.use_compilation_cache(plan_.compilation_cache_dir)
-  except OSError as e:
-    raise sweep_lib.ConfigError(
-        f'config.train.compilation_cache_dir={plan_.compilation_cache_dir!r} cannot be '
-        f"created ({e}); accepted: a writable directory, or '' for no compilation cache.") from e
+  _use_compilation_cache(plan_.compilation_cache_dir)
   workdir = os.path.abspath(workdir)
   _prepare_workdir(workdir, plan_.manifest(config), overwrite)
   _say(f'{len(plan_.members)} members in {len(plan_.cohorts)} cohorts, '

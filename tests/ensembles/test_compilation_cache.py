@@ -84,6 +84,20 @@ def test_an_unusable_cache_folder_fails_before_anything_is_written(small_config,
   assert jax.config.jax_compilation_cache_dir is None
 
 
+def test_an_unusable_default_cache_folder_only_warns(small_config, tmp_path, monkeypatch,
+                                                      no_cache_chosen):
+  home = tmp_path / 'home'
+  home.write_text('')  # A file where the home folder should be: ~/.cache cannot be created.
+  monkeypatch.setenv('HOME', str(home))
+  config = small_config()
+  assert config.train.compilation_cache_dir == devices.DEFAULT_COMPILATION_CACHE_DIR
+  with pytest.warns(UserWarning, match='Training without a compilation cache: '
+                                       r'config.train.compilation_cache_dir=.* cannot be created'):
+    ensembles.train_and_record(config, str(tmp_path / 'run'))
+  assert ensembles.load_trajectories(str(tmp_path / 'run')).probs().shape[0] == 1
+  assert jax.config.jax_compilation_cache_dir is None
+
+
 def test_a_cache_folder_chosen_in_jax_wins(tmp_path, no_cache_chosen):
   assert devices.use_compilation_cache('') is None  # '' turns nothing on.
   assert jax.config.jax_compilation_cache_dir is None
