@@ -7,8 +7,8 @@
 #   bash benchmarks/offline_wheels.sh DIR [PYTHON_VERSION]   # here, with network (default 3.12)
 #   WHEELS=DIR bash benchmarks/gpu.sh                          # there: gpu.sh installs them first
 #
-# The node's own JAX is used as it is (its version may differ from the one pinned here; gpu.sh
-# prints the versions it ran with). Pure-Python packages that PyPI has only as source are built
+# The node's own JAX is used as it is (its version may differ from the one pinned here; the
+# results table lists the versions it ran with). Pure-Python packages that PyPI has only as source are built
 # into universal wheels here.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -237,6 +237,10 @@ def normalize(x: jax.Array, mean_C: jax.Array, std_C: jax.Array) -> jax.Array:
   return (jnp.asarray(x).astype(jnp.float32) * _unit_scale(x.dtype) - mean_C) / std_C
 
 
+# Rank and index share one uint32 in ``_stable_argsort``: 16 bits each.
+_FAST_PERMUTATION_MAX = 2**16
+
+
 def epoch_permutation(key: jax.Array, epoch: jax.Array | int, num_examples: int) -> jax.Array:
   """Returns this member's int32 `(num_examples,)` data order for `epoch`.
 
@@ -260,9 +264,6 @@ def epoch_permutation(key: jax.Array, epoch: jax.Array | int, num_examples: int)
         jax.random.bits(round_key, (num_examples,), jnp.uint32)))
   return order_N
 
-
-# Rank and index share one uint32 in ``_stable_argsort``: 16 bits each.
-_FAST_PERMUTATION_MAX = 2**16
 
 
 def _stable_argsort(keys_N: jax.Array) -> jax.Array:

@@ -27,13 +27,19 @@ CPU_DEVICES_PER_CORE = 1
 _USER_CHOICE = ('xla_force_host_platform_device_count',)
 
 
-def cpu_name() -> str:
-  """The processor's model name (from /proc/cpuinfo where there is one), for reports."""
+def _cpuinfo(field: str) -> str:
+  """The first value of ``field`` in /proc/cpuinfo; '' where there is none (or no such file)."""
   try:
     with open('/proc/cpuinfo') as f:
-      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine() or 'unknown CPU'
+      return next((line.split(':', 1)[1].strip() for line in f
+                   if line.split(':', 1)[0].strip() == field), '')
+  except OSError:
+    return ''
+
+
+def cpu_name() -> str:
+  """The processor's model name, for reports."""
+  return _cpuinfo('model name') or platform.processor() or platform.machine() or 'unknown CPU'
 
 
 def host_tag() -> str:
@@ -43,13 +49,7 @@ def host_tag() -> str:
   home folder may be shared by machines of several kinds; on CPU, JAX's cache key names the
   backend ('cpu' and its version), not the processor.
   """
-  flags = ''
-  try:
-    with open('/proc/cpuinfo') as f:
-      flags = next((line for line in f if line.startswith('flags')), '')
-  except OSError:
-    pass
-  digest = hashlib.sha256(f'{cpu_name()}|{flags}'.encode()).hexdigest()[:12]
+  digest = hashlib.sha256(f'{cpu_name()}|{_cpuinfo("flags")}'.encode()).hexdigest()[:12]
   return f'{platform.machine() or "host"}-{digest}'
 
 

@@ -22,9 +22,10 @@ same initialisation, same arithmetic) that picks one of these formulations:
     canonical convolutions (``jax.custom_vjp`` over ``jax.custom_batching.custom_vmap``).
     Inside the trainer's ``shard_map`` each device loops over its own members. When only the
     kernel is batched (a shared input, e.g. the probes at evaluation), members fold into the
-    output channels of one convolution instead; when only the input is, into its batch. Strided layers and layers whose output is smaller than the kernel use
-    'im2col' (XLA runs their convolutions naively, see ``_loops_well``). Not differentiable in
-    forward mode (``jax.jvp``), as any ``custom_vjp``.
+    output channels of one convolution instead; when only the input is, into its batch.
+    Strided layers and layers whose output is smaller than the kernel use 'im2col' (XLA runs
+    their convolutions naively, see ``_loops_well``). Not differentiable in forward mode
+    (``jax.jvp``), as any ``custom_vjp``.
 
 Depthwise convolutions (``feature_group_count`` = C_in = C_out) use ``'taps'`` with every
 formulation but 'lax': the sum over kernel taps of a shifted slice times that tap's per-channel

@@ -106,6 +106,20 @@ def test_a_cache_folder_chosen_in_jax_wins(tmp_path, no_cache_chosen):
   assert not (tmp_path / 'other').exists()
 
 
-def test_host_tag_names_the_processor_kind():
+def test_host_tag_names_the_processor_kind(monkeypatch):
+  cpuinfo = {'model name': 'Some CPU', 'flags': 'fpu sse2 avx2'}
+  monkeypatch.setattr(devices, '_cpuinfo', lambda field: cpuinfo.get(field, ''))
   tag = devices.host_tag()
   assert tag == devices.host_tag() and len(tag.rsplit('-', 1)[1]) == 12
+  cpuinfo['flags'] += ' avx512f'  # Same model name, another instruction set: another folder.
+  assert devices.host_tag() != tag
+  cpuinfo.update({'model name': 'Other CPU', 'flags': 'fpu sse2 avx2'})
+  assert devices.host_tag() != tag
+
+
+def test_cpuinfo_fields_are_read_by_name():
+  if not os.path.exists('/proc/cpuinfo'):
+    pytest.skip('no /proc/cpuinfo here')
+  with open('/proc/cpuinfo') as f:
+    expected = next(line.split(':', 1)[1].strip() for line in f if line.startswith('flags'))
+  assert devices._cpuinfo('flags') == expected and devices._cpuinfo('no such field') == ''
