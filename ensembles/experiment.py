@@ -124,6 +124,20 @@ class _Plan:
                 for split in store_lib.SPLITS for kind in ('indices', 'labels')},
     )
 
+  def compile_cohort(self, c: int, mesh: jax.sharding.Mesh, fresh: bool = True):
+    """Places cohort ``c``'s hparams, dataset and probes on ``mesh`` and compiles its program.
+
+    Returns:
+      (``train.CompiledCohort``, placed hparams, placed dataset, placed probes).
+    """
+    cohort, program = self.cohorts[c], self.programs[c]
+    dataset = self.datasets[cohort.shared.dataset]
+    hp, dataset, probes = train_lib.place(
+        mesh, train_lib.member_hparams(cohort.hparams, devices.padded_size(cohort.size, mesh)),
+        dataset, train_lib.make_probes(dataset, self.probes['train']['indices'],
+                                       self.probes['test']['indices']))
+    return program.compile(hp, dataset, probes, mesh, fresh=fresh), hp, dataset, probes
+
 
 def _section(config: ml_collections.ConfigDict, name: str, defaults: ml_collections.ConfigDict):
   section = ml_collections.ConfigDict(defaults)
@@ -245,11 +259,6 @@ def _sync(name: str) -> None:
 def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -> CohortSummary:
   cohort, program = plan_.cohorts[c], plan_.programs[c]
   steps = record_lib.recording_steps(plan_.epochs_grid, program.steps_per_epoch)
-  dataset = plan_.datasets[cohort.shared.dataset]
-  hp, dataset, probes = train_lib.place(
-      mesh, train_lib.member_hparams(cohort.hparams, devices.padded_size(cohort.size, mesh)),
-      dataset, train_lib.make_probes(dataset, plan_.probes['train']['indices'],
-                                     plan_.probes['test']['indices']))
   directory = store_lib.cohort_dir(workdir, cohort.index)
   writer = record_lib.CohortWriter(directory, plan_.record.dtype, cohort.size)
   latest = writer.latest_state_step()
@@ -260,7 +269,7 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
     return _summary(c, cohort, steps, final, compile_seconds=0.0, train_seconds=0.0,
                     done_steps=0, resumed_from_step=int(steps[latest]))
   try:
-    compiled = program.compile(hp, dataset, probes, mesh, fresh=latest is None)
+    compiled, hp, dataset, probes = plan_.compile_cohort(c, mesh, fresh=latest is None)
     if latest is None:
       state, first = compiled.init(hp), 0
       if compiled.pretrain is not None:
@@ -289,6 +298,7 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
         remaining = cohort.size * (steps[-1] - steps[t]) / max(rate, 1e-9)
         _say(f'cohort {c + 1}/{len(plan_.cohorts)} {cohort.describe()}: {cohort.size} members x '
              f'{steps[t]}/{steps[-1]} steps, {rate:.0f} model-steps/s, ETA {remaining:.0f} s')
+    writer.close()  # Waits for the last writes: they are part of the training time.
     train_seconds = time.perf_counter() - started
   finally:
     writer.close()
