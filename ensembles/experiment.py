@@ -53,6 +53,9 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 @dataclasses.dataclass(frozen=True)
 class CohortSummary:
+  """One cohort's run: ``train_seconds`` is the wall time from the first step to the last
+  write (evaluations and recording included, compilation not), and ``model_steps_per_second``
+  counts the members' steps of this run over it."""
   index: int
   description: str
   members: int
@@ -298,10 +301,9 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
         remaining = cohort.size * (steps[-1] - steps[t]) / max(rate, 1e-9)
         _say(f'cohort {c + 1}/{len(plan_.cohorts)} {cohort.describe()}: {cohort.size} members x '
              f'{steps[t]}/{steps[-1]} steps, {rate:.0f} model-steps/s, ETA {remaining:.0f} s')
-    writer.close()  # Waits for the last writes: they are part of the training time.
-    train_seconds = time.perf_counter() - started
   finally:
-    writer.close()
+    writer.close()  # Waits for the last writes: they are part of the training time.
+  train_seconds = time.perf_counter() - started
   final = dict(diverged_at=devices.to_host(state.diverged_at)[:cohort.size],
                **{k: devices.to_host(getattr(evaluation, k))[:cohort.size]
                   for k in ('train_accuracy', 'test_accuracy')})

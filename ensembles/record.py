@@ -151,7 +151,7 @@ class CohortWriter:
     return restored[STATE_ITEM]
 
   def close(self) -> None:
-    """Waits for pending writes and closes the managers (again: nothing happens)."""
+    """Waits for pending writes and closes the managers."""
     for manager in (self._records, self._state):
       manager.wait_until_finished()
       manager.close()

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import time
 
 import chex
 import jax
@@ -191,6 +192,23 @@ def test_learning_rate_zero_member_keeps_its_initial_predictions(small_config, t
       assert change == 0.0, f'member {e} with learning rate 0 moved by {change}'
     else:
       assert change > 0.05, f'member {e} with learning rate {lr} barely moved ({change})'
+
+
+def test_training_time_includes_waiting_for_the_last_writes(small_config, tmp_path,
+                                                             monkeypatch):
+  """The summary's wall time (and model-steps/s) counts the writes still pending at the end."""
+  wait_s = 1.0
+  close = record_lib.CohortWriter.close
+
+  def slow_close(writer):
+    time.sleep(wait_s)  # Stands in for Orbax finishing the last asynchronous writes.
+    close(writer)
+
+  monkeypatch.setattr(record_lib.CohortWriter, 'close', slow_close)
+  summary = ensembles.train_and_record(small_config(), str(tmp_path))
+  (cohort,) = summary.cohorts
+  assert cohort.train_seconds >= wait_s
+  assert cohort.model_steps_per_second <= cohort.members * cohort.steps / wait_s
 
 
 def test_store_round_trip(small_config, data_dir, tmp_path):
