@@ -5,16 +5,21 @@ grid, datasets, model options, batch sizes, the workdir — before anything is
 compiled or written. Then each cohort trains in lockstep between recording
 times, records its members' predictions, and saves its state. Rerunning the same
 command on the same workdir resumes: finished cohorts are skipped, the others
-continue from their last saved state.
+continue from their last saved state. A run holds its workdir for as long as it
+trains: a second run into the same workdir is refused with an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 
 import jax
 from jax.experimental import multihost_utils
@@ -221,6 +226,60 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+# flock errors of a filesystem without (working) locks, e.g. NFS without a lock daemon.
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+@contextlib.contextmanager
+def _hold_workdir(workdir: str) -> Iterator[None]:
+  """Holds ``workdir`` while training: another run into it gets a ``ConfigError``.
+
+  Process 0 takes an exclusive ``flock`` on the directory itself (creating it if needed; no
+  file is added), without waiting: two runs into one store would write the same records and
+  states, and an ``overwrite`` would delete a running one's trajectories. The kernel releases
+  the lock when the process ends, however it ends, so a killed run can be resumed at once.
+  Locks are per machine (and per shared filesystem whose locks work). Every process raises
+  the same error.
+  """
+  held, problem = None, ''
+  if jax.process_index() == 0:
+    try:
+      os.makedirs(workdir, exist_ok=True)
+      held = os.open(workdir, os.O_RDONLY)
+      fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      problem = (f'workdir {workdir!r} is in use by another training run (it holds the '
+                 "directory's lock). Wait for that run to end or stop it, then rerun to "
+                 'resume; or use another workdir.')
+    except OSError as e:
+      if held is not None and e.errno in _NO_LOCKS:
+        warnings.warn(f'workdir {workdir!r}: its filesystem has no working locks ({e}); '
+                      'training goes on, but nothing stops a second run into it.', stacklevel=3)
+      else:
+        problem = (f'workdir {workdir!r} cannot be written ({e}); give a writable directory '
+                   'with free space.')
+  if jax.process_count() > 1:
+    failed = multihost_utils.broadcast_one_to_all(np.int32(bool(problem)))
+    problem = problem or (f'workdir {workdir!r} cannot be held by process 0 (its error says '
+                          'why).' if failed else '')
+  try:
+    if problem:
+      raise sweep_lib.ConfigError(problem)
+    yield
+  finally:
+    if held is not None:
+      os.close(held)  # Releases the lock.
+
+
+def _empty_directory(directory: str) -> None:
+  """Deletes what ``directory`` holds, keeping the (locked) directory itself."""
+  for entry in os.scandir(directory):
+    if entry.is_dir(follow_symlinks=False):
+      shutil.rmtree(entry.path)
+    else:
+      os.unlink(entry.path)
+
+
 def _prepare_workdir(workdir: str, manifest: dict, overwrite: bool) -> None:
   """Refuses a workdir that holds another sweep, unless ``overwrite``; writes sweep.json.
 
@@ -228,7 +287,7 @@ def _prepare_workdir(workdir: str, manifest: dict, overwrite: bool) -> None:
   """
   writer = jax.process_index() == 0
   if overwrite and os.path.isdir(workdir) and writer:
-    shutil.rmtree(workdir)
+    _empty_directory(workdir)
   _sync('overwrite')
   fresh = True
   if os.path.exists(os.path.join(workdir, store_lib.SWEEP_FILE)):
@@ -346,7 +405,8 @@ def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
     config: a sweep config (see ``configs/quickstart.py``).
     workdir: where the trajectories store goes. If it already holds this sweep,
       training resumes; if it holds another, an error (unless ``overwrite``).
-    overwrite: delete whatever ``workdir`` holds first.
+    overwrite: delete whatever ``workdir`` holds first (not while another run trains
+      into it: a workdir is held by one run at a time).
 
   Returns:
     A ``TrainSummary``; ``print(summary)`` shows the per-cohort table.
@@ -359,11 +419,12 @@ def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
   plan_ = plan(config)
   _use_compilation_cache(plan_.compilation_cache_dir)
   workdir = os.path.abspath(workdir)
-  _prepare_workdir(workdir, plan_.manifest(config), overwrite)
-  _say(f'{len(plan_.members)} members in {len(plan_.cohorts)} cohorts, '
-       f'{len(plan_.epochs_grid)} recording times, workdir {workdir}')
-  mesh = devices.member_mesh()
-  summaries = tuple(_train_cohort(plan_, c, workdir, mesh) for c in range(len(plan_.cohorts)))
+  with _hold_workdir(workdir):
+    _prepare_workdir(workdir, plan_.manifest(config), overwrite)
+    _say(f'{len(plan_.members)} members in {len(plan_.cohorts)} cohorts, '
+         f'{len(plan_.epochs_grid)} recording times, workdir {workdir}')
+    mesh = devices.member_mesh()
+    summaries = tuple(_train_cohort(plan_, c, workdir, mesh) for c in range(len(plan_.cohorts)))
   return TrainSummary(workdir=workdir, cohorts=summaries,
                       wall_seconds=time.perf_counter() - started)
 

@@ -1,5 +1,7 @@
 """Reliability: diverging members, damaged stores, and kill-anywhere resume (real processes)."""
 
+import errno
+import fcntl
 import os
 import shutil
 import signal
@@ -12,6 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import ensembles
+from ensembles import experiment
 from ensembles import store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,6 +72,72 @@ def test_unwritable_workdir_fails_before_training(small_config, tmp_path):
   # A workdir below a regular file cannot be created, whoever runs the test (root included).
   with pytest.raises(ensembles.ConfigError, match='cannot be written'):
     ensembles.train_and_record(small_config(), str(blocker / 'run'))
+
+
+# Another process holding a directory's lock the way a training run does, until killed.
+_LOCK_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print('held', flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_workdir_in_use_is_refused_and_left_alone(small_config, tmp_path):
+  workdir = str(tmp_path / 'run')
+  ensembles.train_and_record(small_config(), workdir)
+  finished = ensembles.load_trajectories(workdir).probs()
+  holder = subprocess.Popen([sys.executable, '-c', _LOCK_HOLDER, workdir],
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+    for overwrite in (False, True):  # Not even --overwrite deletes a store in use.
+      with pytest.raises(ensembles.ConfigError, match='in use by another training run'):
+        ensembles.train_and_record(small_config(seed=(0, 1)), workdir, overwrite=overwrite)
+    np.testing.assert_array_equal(ensembles.load_trajectories(workdir).probs(), finished)
+  finally:
+    holder.kill()
+    holder.wait()
+  # A killed holder's lock is gone with it: the same call now goes through.
+  ensembles.train_and_record(small_config(seed=(0, 1)), workdir, overwrite=True)
+  assert len(ensembles.load_trajectories(workdir).members) == 2
+
+
+def test_training_holds_its_workdir_until_it_returns(small_config, tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'run')
+
+  def try_lock():
+    fd = os.open(workdir, os.O_RDONLY)  # Its own open file: flock conflicts in one process too.
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      return True
+    except BlockingIOError:
+      return False
+    finally:
+      os.close(fd)
+
+  seen = []
+  train_cohort = experiment._train_cohort
+
+  def checking(*args):
+    seen.append(try_lock())
+    return train_cohort(*args)
+
+  monkeypatch.setattr(experiment, '_train_cohort', checking)
+  ensembles.train_and_record(small_config(arch=('mlp', 'cnn')), workdir)
+  assert seen == [False, False]
+  assert try_lock()
+
+
+def test_a_filesystem_without_locks_warns_and_trains(small_config, tmp_path, monkeypatch):
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, 'No locks available')  # NFS without a lock daemon.
+
+  monkeypatch.setattr(experiment.fcntl, 'flock', no_locks)
+  with pytest.warns(UserWarning, match='no working locks'):
+    ensembles.train_and_record(small_config(), str(tmp_path / 'run'))
+  assert ensembles.load_trajectories(str(tmp_path / 'run')).status == ['ok']
 
 
 _RESUME_CONFIG = '''
