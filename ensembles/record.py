@@ -141,6 +141,13 @@ class CohortWriter:
         **{RECORD_ITEM: ocp.args.StandardSave(record)}))
 
   def write_state(self, index: int, state: train_lib.CohortState) -> None:
+    """Saves the resumable state of recording time ``index`` (asynchronously).
+
+    Waits for the records' pending writes first: resuming starts after the latest state, so
+    a state on disk must imply every record up to its time is (a kill between the two
+    commits would otherwise lose that record for good).
+    """
+    self._records.wait_until_finished()
     self._state.save(index, args=ocp.args.Composite(
         **{STATE_ITEM: ocp.args.StandardSave(state)}))
 

@@ -4,9 +4,11 @@ import dataclasses
 import json
 import os
 import time
+import types
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -192,6 +194,29 @@ def test_learning_rate_zero_member_keeps_its_initial_predictions(small_config, t
       assert change == 0.0, f'member {e} with learning rate 0 moved by {change}'
     else:
       assert change > 0.05, f'member {e} with learning rate {lr} barely moved ({change})'
+
+
+def test_a_state_on_disk_implies_its_records_are(tmp_path):
+  """Resuming starts after the latest state: its records must have been committed before it.
+
+  Records much larger than the state commit later when both are written asynchronously;
+  without the ordering every one of these records was still uncommitted when its state was.
+  """
+  members = 64
+  writer = record_lib.CohortWriter(str(tmp_path), 'float32', members)
+  probs = jnp.asarray(np.random.default_rng(0).random((members, 20_000, 10), np.float32))
+  state = types.SimpleNamespace(step=jnp.int32(5), diverged_at=jnp.full(members, -1))
+  evaluation = types.SimpleNamespace(train_probs=probs, test_probs=probs[:, :100],
+                                     **{k: jnp.zeros(members) for k in record_lib.METRICS})
+  uncommitted = []
+  for t in range(5):
+    writer.write_record(t, state, evaluation)
+    writer.write_state(t, dict(w=jnp.zeros(3)))
+    writer._state.wait_until_finished()  # The state is on disk: a kill here ...
+    if not os.path.isdir(tmp_path / 'records' / str(t)):  # ... must find its record there.
+      uncommitted.append(t)
+  writer.close()
+  assert uncommitted == []
 
 
 def test_training_time_includes_waiting_for_the_last_writes(small_config, tmp_path,
