@@ -41,7 +41,7 @@ def default_train_config() -> ml_collections.ConfigDict:
       eval_batch_size=1024,    # probe examples per member evaluated at once
       member_block=0,          # members trained together per device; 0: by backend and arch
       log_every_seconds=10.0,  # progress line period
-      checkpoint_every_seconds=60.0,  # resumable state saved at a recording time this often
+      checkpoint_every_seconds=60.0,  # resumable state this often (epoch end or recording)
       # JAX's persistent compilation cache ('' or None: none): reruns and resumes skip
       # compiling (devices.use_compilation_cache; a folder set in JAX's own config wins).
       compilation_cache_dir=devices.DEFAULT_COMPILATION_CACHE_DIR,
@@ -319,40 +319,55 @@ def _sync(name: str) -> None:
 
 
 def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -> CohortSummary:
+  """Trains cohort ``c`` from where its store stands, recording at its recording steps.
+
+  Between two recordings it trains an epoch at a time (``_chunk_ends``), and saves its state
+  after a chunk or a record once ``checkpoint_every_seconds`` have passed since the last save,
+  and at the end. States are saved under their training step (``state.step``, read back from
+  the state itself on resume); a state implies the records up to its step are stored.
+  """
   cohort, program = plan_.cohorts[c], plan_.programs[c]
   steps = record_lib.recording_steps(plan_.epochs_grid, program.steps_per_epoch)
   directory = store_lib.cohort_dir(workdir, cohort.index)
   writer = record_lib.CohortWriter(directory, plan_.record.dtype, cohort.size)
   latest = writer.latest_state_step()
-  if latest == len(steps) - 1:  # Finished in an earlier run: nothing to compile.
+  if writer.recorded() >= set(range(len(steps))):  # Finished earlier: nothing to compile.
     writer.close()
-    final = store_lib.read_record(directory, latest)
+    final = store_lib.read_record(directory, len(steps) - 1)
     _say(f'cohort {c + 1}/{len(plan_.cohorts)} {cohort.describe()}: finished earlier')
     return _summary(c, cohort, steps, final, compile_seconds=0.0, train_seconds=0.0,
-                    done_steps=0, resumed_from_step=int(steps[latest]))
+                    done_steps=0, resumed_from_step=int(steps[-1]))
   try:
     compiled, hp, dataset, probes = plan_.compile_cohort(c, mesh, fresh=latest is None)
     if latest is None:
-      state, first = compiled.init(hp), 0
+      state, position, first = compiled.init(hp), 0, 0
       if compiled.pretrain is not None:
         state = compiled.pretrain(state, hp, dataset)
     else:
-      state, first = writer.restore_state(latest, compiled.abstract_state), latest + 1
-      _say(f'cohort {c}: resuming after recording {latest} (step {steps[latest]})')
+      state = writer.restore_state(latest, compiled.abstract_state)
+      position = int(state.step.addressable_data(0))  # Replicated: every process has it.
+      first = int(np.searchsorted(steps, position, side='right'))  # Recorded up to here.
+      _say(f'cohort {c}: resuming at step {position}')
+    resumed_from = None if latest is None else position
     recorded = writer.recorded()
     started = last_log = last_checkpoint = time.perf_counter()
     done_steps = 0
     for t in range(first, len(steps)):
-      num_steps = int(steps[t] - (steps[t - 1] if t else 0))
-      if num_steps:
-        state = compiled.train(state, hp, dataset, num_steps)
-        done_steps += num_steps
+      for end in _chunk_ends(position, int(steps[t]), program.steps_per_epoch):
+        state = compiled.train(state, hp, dataset, end - position)
+        done_steps += end - position
+        position = end
+        if end < steps[t]:  # An epoch ended between recordings: a state if one is due.
+          jax.block_until_ready(state.step)
+          if time.perf_counter() - last_checkpoint >= plan_.checkpoint_every_seconds:
+            writer.write_state(position, state)
+            last_checkpoint = time.perf_counter()
       evaluation = compiled.evaluate(state, probes)
       if t not in recorded:  # Present after a crash between record and state writes.
         writer.write_record(t, state, evaluation)
       now = time.perf_counter()
       if now - last_checkpoint >= plan_.checkpoint_every_seconds or t == len(steps) - 1:
-        writer.write_state(t, state)
+        writer.write_state(position, state)
         last_checkpoint = now
       if now - last_log >= plan_.log_every_seconds or t == len(steps) - 1:
         last_log = now
@@ -368,7 +383,19 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
                   for k in ('train_accuracy', 'test_accuracy')})
   return _summary(c, cohort, steps, final, compile_seconds=compiled.compile_seconds,
                   train_seconds=train_seconds, done_steps=done_steps,
-                  resumed_from_step=None if latest is None else int(steps[latest]))
+                  resumed_from_step=resumed_from)
+
+
+def _chunk_ends(position: int, target: int, steps_per_epoch: int) -> list[int]:
+  """Where the ``train`` calls from step ``position`` to ``target`` end: at each epoch's end.
+
+  ``_chunk_ends(5, 50, 22) == [22, 44, 50]``. Chunks never cross an epoch boundary, so a
+  state can be saved at every epoch even when recordings are epochs apart; the step count
+  of a call is traced, so no length compiles again.
+  """
+  ends = list(range((position // steps_per_epoch + 1) * steps_per_epoch, target,
+                    steps_per_epoch))
+  return ends + [target] if target > position else []
 
 
 def _summary(c: int, cohort: sweep_lib.Cohort, steps: np.ndarray, final: dict[str, np.ndarray],

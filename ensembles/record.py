@@ -8,14 +8,16 @@ Each cohort writes under ``<workdir>/cohorts/<index>/``:
 
 * ``records/<t>/`` — one Orbax checkpoint per recording time ``t``: the
   members' eval-mode probabilities on both probe sets and their metrics;
-* ``state/<t>/`` — the latest ``CohortState`` (for resume), written after the
-  record of the same time, every ``config.train.checkpoint_every_seconds`` and at
-  the end. Orbax commits each step directory atomically (written under a
-  temporary name, then renamed), so a reader never sees a half-written step.
+* ``state/<step>/`` — the latest ``CohortState`` (for resume), under its training
+  step: after a record, or at an epoch's end between two recordings, once
+  ``config.train.checkpoint_every_seconds`` have passed since the last one, and
+  at the end; committed only after every record before it. Orbax commits each
+  step directory atomically (written under a temporary name, then renamed), so a
+  reader never sees a half-written step.
 
-Resuming restores the latest state and trains on; recording times already in
-the store are not written again (training is deterministic, so they would be
-identical).
+Resuming restores the latest state and trains on from its step; recording times
+already in the store are not written again (training is deterministic, so they
+would be identical).
 """
 
 from __future__ import annotations
@@ -123,6 +125,8 @@ class CohortWriter:
     return set(self._records.all_steps())
 
   def latest_state_step(self) -> int | None:
+    """The key of the latest state: its training step (stores written before states were
+    keyed by step: its recording index; resuming reads the step from the state itself)."""
     return self._state.latest_step()
 
   def write_record(self, index: int, state: train_lib.CohortState,
@@ -140,20 +144,20 @@ class CohortWriter:
     self._records.save(index, args=ocp.args.Composite(
         **{RECORD_ITEM: ocp.args.StandardSave(record)}))
 
-  def write_state(self, index: int, state: train_lib.CohortState) -> None:
-    """Saves the resumable state of recording time ``index`` (asynchronously).
+  def write_state(self, step: int, state: train_lib.CohortState) -> None:
+    """Saves the resumable ``state`` under its training ``step`` (asynchronously).
 
     Waits for the records' pending writes first: resuming starts after the latest state, so
     a state on disk must imply every record up to its time is (a kill between the two
     commits would otherwise lose that record for good).
     """
     self._records.wait_until_finished()
-    self._state.save(index, args=ocp.args.Composite(
+    self._state.save(step, args=ocp.args.Composite(
         **{STATE_ITEM: ocp.args.StandardSave(state)}))
 
-  def restore_state(self, index: int, target: train_lib.CohortState) -> train_lib.CohortState:
-    """Restores the state saved at ``index`` onto ``target``'s shapes and shardings."""
-    restored = self._state.restore(index, args=ocp.args.Composite(
+  def restore_state(self, key: int, target: train_lib.CohortState) -> train_lib.CohortState:
+    """Restores the state saved under ``key`` onto ``target``'s shapes and shardings."""
+    restored = self._state.restore(key, args=ocp.args.Composite(
         **{STATE_ITEM: ocp.args.StandardRestore(target)}))
     return restored[STATE_ITEM]
 

@@ -402,6 +402,43 @@ def test_subset_smaller_than_a_batch_is_refused_before_compiling(small_config, t
   assert not os.path.exists(tmp_path / 'run')
 
 
+def test_states_between_distant_recordings_and_a_resume_from_one(small_config, tmp_path,
+                                                                  monkeypatch):
+  """Recordings 5 epochs apart (epochs 10, 15, 16): a state at each epoch's end when one is
+  due, under its training step; a crash right after one resumes there, bit-identical."""
+  config = small_config(epochs=16, seed=(0, 1))
+  config.train.checkpoint_every_seconds = 0.0  # Every chance to save one is taken.
+  reference, resumed = str(tmp_path / 'reference'), str(tmp_path / 'resumed')
+  ensembles.train_and_record(config, reference)
+  spe = 1438 // 64  # digits' training examples per batch of 64
+  crash_after = 12 * spe  # An epoch's end between the recordings at 10 and 15 epochs.
+
+  class Crash(Exception):
+    pass
+
+  saved, write_state = [], record_lib.CohortWriter.write_state
+
+  def crash_after_epoch_12(writer, step, state):
+    write_state(writer, step, state)
+    saved.append(step)
+    if step == crash_after:
+      raise Crash
+
+  with monkeypatch.context() as patch:
+    patch.setattr(record_lib.CohortWriter, 'write_state', crash_after_epoch_12)
+    with pytest.raises(Crash):
+      ensembles.train_and_record(config, resumed)
+  assert saved[-3:] == [10 * spe, 11 * spe, 12 * spe]
+  summary = ensembles.train_and_record(config, resumed)
+  assert summary.cohorts[0].resumed_from_step == crash_after
+  a, b = ensembles.load_trajectories(reference), ensembles.load_trajectories(resumed)
+  np.testing.assert_array_equal(a.steps, b.steps)
+  for split in ('train', 'test'):
+    np.testing.assert_array_equal(a.probs(split), b.probs(split))
+  for k, v in a.metrics.items():
+    np.testing.assert_array_equal(v, b.metrics[k])
+
+
 def test_pretrained_cohort_resumes_without_pretraining_again(small_config, tmp_path,
                                                            monkeypatch):
   config = small_config(epochs=1, seed=(0, 1))
