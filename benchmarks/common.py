@@ -129,7 +129,8 @@ def trainer_cohort(config, dataset, eval_batch_size: int, probe_size: int,
   from ensembles import train as train_lib
 
   (cohort,) = sweep_lib.make_cohorts(sweep_lib.expand_members(config))
-  program = train_lib.CohortProgram.for_cohort(cohort, dataset.info, eval_batch_size)
+  program = train_lib.CohortProgram.for_cohort(
+    cohort, dataset.info, eval_batch_size, compute_dtype=config.train.compute_dtype)
   if formulation:
     program = dataclasses.replace(
       program, network=program.network.with_conv_formulation(formulation))
@@ -159,14 +160,14 @@ def trainer_timing(compiled, hp, dataset, spec: dict) -> tuple[Callable[[], obje
 
 
 def jax_matmul_peak_gflops(
-  size: int = PEAK_MATMUL_SIZE, repeats: int = PEAK_MATMUL_REPEATS
+  size: int = PEAK_MATMUL_SIZE, repeats: int = PEAK_MATMUL_REPEATS, dtype: str = 'float32'
 ) -> float:
-  """float32 GFLOP/s of one jitted (size x size) @ (size x size) matmul: the machine's peak."""
+  """GFLOP/s of one jitted (size x size) @ (size x size) ``dtype`` matmul: the machine's peak."""
   import jax
   import jax.numpy as jnp
   import numpy as np
 
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size), np.float32))
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size), np.float32), dtype)
   matmul = jax.jit(jnp.matmul)
   matmul(a, a).block_until_ready()
   seconds, _ = median_seconds(lambda: matmul(a, a).block_until_ready(), repeats)

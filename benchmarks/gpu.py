@@ -12,8 +12,9 @@ shapes; the models learn nothing, which is not measured here.
 Each row is a fresh subprocess (a GPU out-of-memory or a crash loses that row only, reported
 as its error), with its own timeout, and rows stop being started when the total budget would be
 exceeded (they are listed as skipped). Rows run most important first: the trainer's default
-conv formulation at every E, then the 'lax' formulation (vmap of ``nn.Conv``, a grouped
-convolution) at one E for comparison. The table so far is printed after every row, and the
+conv formulation at every E, then at one E bfloat16 training passes (``config.train.
+compute_dtype``, mixed precision) and the 'lax' formulation (vmap of ``nn.Conv``, a grouped
+convolution) for comparison. The table so far is printed after every row, and the
 final one at the end, also when the run is interrupted (SIGTERM, Ctrl-C).
 
 Per row: build the trainer (``CohortProgram``, members sharded over every device), compile
@@ -24,9 +25,9 @@ timed chunks of about ``CHUNK_SECONDS`` of training (``common.calibrated_timing`
 - model-steps/s: members x steps / s.
 - TFLOP/s: model-steps/s x batch x 3 x ``Network.flops_per_example()`` (forward + backward
   is about 3 forward passes; elementwise work not counted).
-- MFU: TFLOP/s over the float32 matmul peak measured in the same child just before (a jitted
-  square matmul, ``common.jax_matmul_peak_gflops``) - the achievable peak of this device at
-  JAX's default float32 matmul precision, which is also what the model's matmuls use.
+- MFU: TFLOP/s over the matmul peak measured in the same child just before (a jitted square
+  matmul, ``common.jax_matmul_peak_gflops``) in the row's compute dtype - for float32 the
+  achievable peak at JAX's default float32 matmul precision, which the model's matmuls use.
 - eval probe-ex/s: members x probe examples / s of ``evaluate`` (eval-mode forward passes).
 - peak GiB: the device's peak bytes in use (``Device.memory_stats``, where it reports them).
 
@@ -51,14 +52,18 @@ from benchmarks.train import (  # noqa: E402
   LEARNING_RATE, MAX_SECONDS_PER_STEP, MOMENTUM, Workload, sweep_config)
 
 
+F32, BF16 = 'float32', 'bfloat16'  # compute dtypes of the rows
+
+
 @dataclasses.dataclass(frozen=True)
 class Sizes:
   """Sizes of one run of the script (GPU or --dry-run)."""
 
   workloads: dict[str, Workload]
-  # (workload, E, conv formulation) in the order they run: 'auto' is the trainer's default for
-  # the backend (im2col on GPU), 'lax' vmaps nn.Conv (a grouped convolution).
-  rows: tuple[tuple[str, int, str], ...]
+  # (workload, E, conv formulation, compute dtype) in the order they run: 'auto' is the
+  # trainer's default for the backend (im2col on GPU), 'lax' vmaps nn.Conv (a grouped
+  # convolution); the dtype is ``config.train.compute_dtype``.
+  rows: tuple[tuple[str, int, str, str], ...]
   num_train: int
   num_test: int
   probe_size: int  # probe examples per split (train and test)
@@ -80,10 +85,12 @@ GPU = Sizes(
   },
   # Most useful first; the resnet at 1,024 members last: CPU's memory analysis of the same
   # program puts it at ~170 GB (166 MB per member), so it should report out of memory.
-  rows=(('cnn-cifar10', 64, 'auto'), ('cnn-cifar10', 256, 'auto'), ('cnn-cifar10', 1024, 'auto'),
-        ('resnet-cifar10', 64, 'auto'), ('resnet-cifar10', 256, 'auto'),
-        ('cnn-cifar10', 256, 'lax'), ('resnet-cifar10', 256, 'lax'),
-        ('resnet-cifar10', 1024, 'auto')),
+  rows=(('cnn-cifar10', 64, 'auto', F32), ('cnn-cifar10', 256, 'auto', F32),
+        ('cnn-cifar10', 1024, 'auto', F32), ('resnet-cifar10', 64, 'auto', F32),
+        ('resnet-cifar10', 256, 'auto', F32),
+        ('cnn-cifar10', 256, 'auto', BF16), ('resnet-cifar10', 256, 'auto', BF16),
+        ('cnn-cifar10', 256, 'lax', F32), ('resnet-cifar10', 256, 'lax', F32),
+        ('resnet-cifar10', 1024, 'auto', F32)),
   # An eval batch of 64 holds about as much as a train step; the trainer's default 1,024
   # would take ~220 MB (cnn) / ~480 MB (resnet) per member for 256 examples alone.
   num_train=50_000, num_test=10_000, probe_size=2048, eval_batch_size=64,
@@ -98,7 +105,8 @@ DRY_RUN = Sizes(
     'cnn-cifar10': Workload('cifar10', 'cnn', width=2, depth=1, batch_size=8),
     'resnet-cifar10': Workload('cifar10', 'resnet', width=1, depth=10, batch_size=4),
   },
-  rows=(('cnn-cifar10', 2, 'auto'), ('resnet-cifar10', 2, 'auto'), ('cnn-cifar10', 2, 'lax')),
+  rows=(('cnn-cifar10', 2, 'auto', F32), ('resnet-cifar10', 2, 'auto', F32),
+        ('cnn-cifar10', 2, 'auto', BF16), ('cnn-cifar10', 2, 'lax', F32)),
   num_train=64, num_test=32, probe_size=16, eval_batch_size=8,
   peak_matmul_size=256,
   chunk_seconds=0.1,
@@ -111,7 +119,7 @@ DATA_SEED = 0
 REPEATS = 3
 # Rows are not started with less than this much of the budget left (start-up and compile).
 MIN_ROW_SECONDS = 30.0
-HEADERS = ['workload', 'E', 'conv', 'model-steps/s', 'TFLOP/s', 'MFU', 'matmul peak TFLOP/s',
+HEADERS = ['workload', 'E', 'conv', 'dtype', 'model-steps/s', 'TFLOP/s', 'MFU', 'matmul peak TFLOP/s',
            'compile s', 'eval probe-ex/s', 'peak GiB', 'status']
 
 
@@ -145,11 +153,13 @@ def _child(spec: dict) -> dict:
   import jax
 
   common.without_compilation_cache()
-  result = dict(matmul_peak_gflops=common.jax_matmul_peak_gflops(spec['peak_matmul_size']),
+  result = dict(matmul_peak_gflops=common.jax_matmul_peak_gflops(spec['peak_matmul_size'],
+                                                                 dtype=spec['dtype']),
                 environment=common.environment_lines(), host_kind=common.host_kind(),
                 devices=jax.device_count())
   workload = Workload(**spec['workload'])
   config = sweep_config(workload, spec['members'])
+  config.train.compute_dtype = spec['dtype']
   formulation = None if spec['formulation'] == 'auto' else spec['formulation']
   program, compiled, hp, dataset, probes = common.trainer_cohort(
     config, synthetic_dataset(spec['num_train'], spec['num_test']), spec['eval_batch_size'],
@@ -184,17 +194,17 @@ def child_main(spec: dict) -> None:
 # belongs to the children).
 
 
-def _cells(name: str, members: int, formulation: str, result: dict | None,
+def _cells(row: tuple[str, int, str, str], result: dict | None,
            workload: Workload) -> list[object]:
   if result is None:
-    return [name, members, formulation] + ['-'] * 7 + ['skipped: time budget']
+    return [*row] + ['-'] * 7 + ['skipped: time budget']
   if 'error' in result:
-    return [name, members, formulation] + ['-'] * 7 + [result['error'][:80]]
+    return [*row] + ['-'] * 7 + [result['error'][:80]]
   rate = result['steps_per_s']
   tflops = rate * workload.batch_size * 3 * result['flops_per_example'] / 1e12
   peak = result['matmul_peak_gflops'] / 1e3
   peak_bytes = result.get('peak_bytes')
-  return [name, members, formulation, f'{rate:.0f}', f'{tflops:.2f}',
+  return [*row, f'{rate:.0f}', f'{tflops:.2f}',
           f'{100 * tflops / peak:.1f}%', f'{peak:.1f}', f"{result['compile_s']:.1f}",
           f"{result['eval_examples_per_s']:.3g}",
           '-' if peak_bytes is None else f'{peak_bytes / 2**30:.1f}',
@@ -206,8 +216,7 @@ def render(sizes: Sizes, results: dict, dry_run: bool, started_at: float) -> str
                      ['- environment: no row finished'])
   described = '; '.join(f'{k}: {w.arch} width {w.width} depth {w.depth}, batch {w.batch_size}'
                         for k, w in sizes.workloads.items())
-  rows = [_cells(name, members, f, results.get((name, members, f)), sizes.workloads[name])
-          for name, members, f in sizes.rows]
+  rows = [_cells(row, results.get(row), sizes.workloads[row[0]]) for row in sizes.rows]
   title = '# GPU training throughput' + (' (--dry-run: toy sizes, numbers mean nothing)'
                                          if dry_run else '')
   return '\n\n'.join([
@@ -217,7 +226,9 @@ def render(sizes: Sizes, results: dict, dry_run: bool, started_at: float) -> str
     f'SGD momentum {MOMENTUM}, learning rate {LEARNING_RATE}; median of {REPEATS} chunks of '
     f'about {sizes.chunk_seconds:g} s; evaluate on {sizes.probe_size:,} + '
     f'{sizes.probe_size:,} probes. conv: auto = the trainer\'s default for the backend '
-    f'(im2col on GPU), lax = vmap of nn.Conv (grouped convolution). Wall time '
+    f'(im2col on GPU), lax = vmap of nn.Conv (grouped convolution); dtype: the training '
+    f'passes\' (bfloat16: mixed precision, float32 parameters; MFU against the bfloat16 '
+    f'matmul peak). Wall time '
     f'{time.monotonic() - started_at:.0f} s.',
     common.markdown_table(HEADERS, rows)]) + '\n'
 
@@ -251,14 +262,16 @@ def main(argv=None) -> None:
 
   signal.signal(signal.SIGTERM, stop)
   try:
-    for name, members, formulation in sizes.rows:
+    for row in sizes.rows:
+      name, members, formulation, dtype = row
+      label = f'{name} E={members} {formulation} {dtype}'
       left = sizes.budget_s - (time.monotonic() - started)
       if left < MIN_ROW_SECONDS:
-        print(f'  {name} E={members} {formulation}: skipped ({left:.0f} s of budget left)',
-              file=sys.stderr, flush=True)
+        print(f'  {label}: skipped ({left:.0f} s of budget left)', file=sys.stderr, flush=True)
         continue
       spec = dict(workload=dataclasses.asdict(sizes.workloads[name]), members=members,
-                  formulation=formulation, num_train=sizes.num_train, num_test=sizes.num_test,
+                  formulation=formulation, dtype=dtype, num_train=sizes.num_train,
+                  num_test=sizes.num_test,
                   probe_size=sizes.probe_size, eval_batch_size=sizes.eval_batch_size,
                   peak_matmul_size=sizes.peak_matmul_size,
                   chunk_seconds=sizes.chunk_seconds)
@@ -266,9 +279,9 @@ def main(argv=None) -> None:
       result = common.run_child(
         [os.path.abspath(__file__), '--child', json.dumps(spec)],
         min(sizes.config_timeout_s, left), env)
-      results[(name, members, formulation)] = result
+      results[row] = result
       status = result.get('error') or f"{result['steps_per_s']:.0f} model-steps/s"
-      print(f'  {name} E={members} {formulation}: {status} '
+      print(f'  {label}: {status} '
             f'({time.monotonic() - row_started:.0f} s)', file=sys.stderr, flush=True)
   except KeyboardInterrupt as e:
     print(f'interrupted ({e}): the rows so far', file=sys.stderr, flush=True)

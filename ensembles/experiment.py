@@ -40,6 +40,7 @@ def default_train_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       eval_batch_size=1024,    # probe examples per member evaluated at once
       member_block=0,          # members trained together per device; 0: by backend and arch
+      compute_dtype='float32',  # training passes: float32, or bfloat16 (mixed precision)
       log_every_seconds=10.0,  # progress line period
       checkpoint_every_seconds=60.0,  # resumable state this often (epoch end or recording)
       # JAX's persistent compilation cache ('' or None: none): reruns and resumes skip
@@ -178,6 +179,10 @@ def plan(config: ml_collections.ConfigDict) -> _Plan:
         f'config.train.member_block={train_cfg.member_block}: accepted 0 (the default: on '
         f'CPU {train_lib.CPU_MEMBER_BLOCKS}, 1 for other architectures; all members of a '
         'device at once on accelerators) or a positive member count.')
+  if train_cfg.compute_dtype not in train_lib.COMPUTE_DTYPES:
+    raise sweep_lib.ConfigError(
+        f'config.train.compute_dtype={train_cfg.compute_dtype!r}: accepted '
+        f'{", ".join(train_lib.COMPUTE_DTYPES)}.')
   names = sorted({m.dataset for m in members})
   if len(names) > 1:
     raise sweep_lib.ConfigError(
@@ -197,7 +202,8 @@ def plan(config: ml_collections.ConfigDict) -> _Plan:
     info = datasets[cohort.shared.dataset].info
     try:
       programs.append(train_lib.CohortProgram.for_cohort(
-          cohort, info, train_cfg.eval_batch_size, train_cfg.member_block))
+          cohort, info, train_cfg.eval_batch_size, train_cfg.member_block,
+          train_cfg.compute_dtype))
     except ValueError as e:
       raise sweep_lib.ConfigError(
           f'cohort {cohort.index} ({cohort.describe()}, members {list(cohort.members)}): {e}'

@@ -68,6 +68,24 @@ _INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
 # them the member axis altogether, as it spares the attention's small batched matmuls.
 CPU_MEMBER_BLOCKS = {'mlp': 8}
 
+# Dtypes of the training forward and backward passes (``CohortProgram.compute_dtype``).
+# bfloat16 was slower on this project's CPU (mlp-digits E = 256: 32.9k against 42.2-43.4k
+# model-steps/s; XLA's CPU backend converts around its float32 kernels): float32 is the default
+# on every backend until ``benchmarks/gpu.sh`` measures bfloat16 on a GPU.
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def _to_compute_dtype(dtype: str, params, x_BxS: jax.Array, model_state):
+  """``network.apply``'s (params, model_state, x) for a training pass in ``dtype``.
+
+  Floating parameters and the inputs are cast (their gradients come back float32 through the
+  cast); normalisation statistics are left float32, as Flax's norms reduce in float32.
+  """
+  if dtype == 'float32':
+    return params, model_state, x_BxS
+  cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa: E731
+  return jax.tree.map(cast, params), model_state, cast(x_BxS)
+
 
 def default_member_block(arch: str) -> int:
   """The default ``member_block`` for ``arch`` on the default backend (0: one block)."""
@@ -176,6 +194,10 @@ class CohortProgram:
       ``train``, ``pretrain`` and ``evaluate`` loop (``lax.map``) over blocks of members,
       each block running all of a chunk's steps before the next starts: members are
       independent between recordings (defaults: ``default_member_block``).
+    compute_dtype: dtype of the training forward and backward passes (``COMPUTE_DTYPES``):
+      parameters and inputs are cast to it for each step, while the parameters, optimizer
+      state, normalisation statistics and the loss stay float32 (mixed precision).
+      Evaluation, and so every recorded probability, is float32 whatever it is.
   """
   network: models_lib.Network
   info: data_lib.DatasetInfo
@@ -190,11 +212,15 @@ class CohortProgram:
   subset_size: int = 0
   any_augment: bool = True
   member_block: int = 0
+  compute_dtype: str = 'float32'
 
   @classmethod
   def for_cohort(cls, cohort: sweep_lib.Cohort, info: data_lib.DatasetInfo,
-                 eval_batch_size: int, member_block: int = 0) -> CohortProgram:
+                 eval_batch_size: int, member_block: int = 0,
+                 compute_dtype: str = 'float32') -> CohortProgram:
     """The program of ``cohort``; ``member_block`` 0 takes ``default_member_block``."""
+    if compute_dtype not in COMPUTE_DTYPES:
+      raise ValueError(f'compute_dtype={compute_dtype!r}: accepted {", ".join(COMPUTE_DTYPES)}.')
     h = cohort.shared
     spe = data_lib.steps_per_epoch(info.num_train, h.batch_size)
     subset_size = round(h.init_subset * info.num_train)
@@ -210,7 +236,7 @@ class CohortProgram:
         eval_batch_size=eval_batch_size, init_choice=h.init,
         pretrain_steps=0 if h.init == 'default' else h.init_epochs * spe,
         subset_size=subset_size, any_augment=any(m.augment for m in cohort.hparams),
-        member_block=member_block or default_member_block(h.arch))
+        member_block=member_block or default_member_block(h.arch), compute_dtype=compute_dtype)
 
   # -- per member -----------------------------------------------------------
 
@@ -242,8 +268,10 @@ class CohortProgram:
                                       hp.label_smoothing)
 
     def loss_fn(params):
-      logits_BxC, model_state = self.network.apply(params, member.model_state, x_BxS, train=True)
-      return optax.softmax_cross_entropy(logits_BxC, targets_BxC).mean(), model_state
+      logits_BxC, model_state = self.network.apply(
+          *_to_compute_dtype(self.compute_dtype, params, x_BxS, member.model_state), train=True)
+      loss = optax.softmax_cross_entropy(logits_BxC.astype(jnp.float32), targets_BxC).mean()
+      return loss, model_state
 
     (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(member.params)
     lr = hp.learning_rate

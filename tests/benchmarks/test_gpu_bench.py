@@ -28,12 +28,13 @@ def test_dry_run_prints_a_row_per_config(tmp_path):
   assert text in done.stdout  # The same table is printed and written.
   assert 'no download' in text and '- versions: python' in text
   header, *rows = _rows(text)
-  assert header[:3] == ['workload', 'E', 'conv'] and 'MFU' in header
-  assert {(r[0], r[2]) for r in rows} == {
-    ('cnn-cifar10', 'auto'), ('resnet-cifar10', 'auto'), ('cnn-cifar10', 'lax')}
+  assert header[:4] == ['workload', 'E', 'conv', 'dtype'] and 'MFU' in header
+  assert {(r[0], r[2], r[3]) for r in rows} == {
+    ('cnn-cifar10', 'auto', 'float32'), ('resnet-cifar10', 'auto', 'float32'),
+    ('cnn-cifar10', 'auto', 'bfloat16'), ('cnn-cifar10', 'lax', 'float32')}
   for row in rows:
     assert row[-1] == 'ok', row
-    assert float(row[3]) > 0 and float(row[5].rstrip('%')) > 0, row  # steps/s, MFU: numbers.
+    assert float(row[4]) > 0 and float(row[6].rstrip('%')) > 0, row  # steps/s, MFU: numbers.
 
 
 def test_without_a_gpu_the_script_says_how_to_get_one(tmp_path):
@@ -61,5 +62,5 @@ def test_a_failing_row_is_reported_and_the_table_still_printed(tmp_path):
     capture_output=True, text=True, timeout=_TIMEOUT_S, cwd=tmp_path)
   assert done.returncode == 0, done.stderr[-3000:]
   _, *rows = _rows(done.stdout)
-  assert len(rows) == 3
-  assert all(row[-1] == 'timed out after 1 s' and row[3] == '-' for row in rows), rows
+  assert len(rows) == 4
+  assert all(row[-1] == 'timed out after 1 s' and row[4] == '-' for row in rows), rows
