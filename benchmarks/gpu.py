@@ -119,8 +119,8 @@ DATA_SEED = 0
 REPEATS = 3
 # Rows are not started with less than this much of the budget left (start-up and compile).
 MIN_ROW_SECONDS = 30.0
-HEADERS = ['workload', 'E', 'conv', 'dtype', 'model-steps/s', 'TFLOP/s', 'MFU', 'matmul peak TFLOP/s',
-           'compile s', 'eval probe-ex/s', 'peak GiB', 'status']
+HEADERS = ['workload', 'E', 'conv', 'dtype', 'model-steps/s', 'TFLOP/s', 'MFU',
+           'matmul peak TFLOP/s', 'compile s', 'eval probe-ex/s', 'peak GiB', 'status']
 
 
 # ---------------------------------------------------------------------------------------------

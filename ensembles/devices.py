@@ -152,3 +152,14 @@ def member_shardings(tree, mesh: Mesh):
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+def memory_limit_bytes(mesh: Mesh) -> int | None:
+  """Bytes one device of ``mesh`` can hold: the smallest ``bytes_limit`` over the mesh's
+  devices, on every process; None where a backend does not report one (CPU)."""
+  local = [(d.memory_stats() or {}).get('bytes_limit') for d in mesh.devices.flat
+           if d.process_index == jax.process_index()]
+  limit = min(local) if local and all(local) else 0
+  if jax.process_count() > 1:  # Every process must fit the same programs.
+    limit = int(np.min(multihost_utils.process_allgather(np.int64(limit))))
+  return limit or None

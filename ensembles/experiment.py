@@ -39,7 +39,7 @@ def default_train_config() -> ml_collections.ConfigDict:
   """``config.train`` defaults: knobs of the engine, not of the members."""
   return ml_collections.ConfigDict(dict(
       eval_batch_size=1024,    # probe examples per member evaluated at once
-      member_block=0,          # members trained together per device; 0: by backend and arch
+      member_block=0,          # members trained together per device; 0: by backend, arch, memory
       compute_dtype='float32',  # training passes: float32, or bfloat16 (mixed precision)
       log_every_seconds=10.0,  # progress line period
       checkpoint_every_seconds=60.0,  # resumable state this often (epoch end or recording)
@@ -116,6 +116,7 @@ class _Plan:
   log_every_seconds: float
   checkpoint_every_seconds: float
   compilation_cache_dir: str
+  member_block_set: bool = False  # config.train.member_block given (else fitted to memory)
 
   def manifest(self, config: ml_collections.ConfigDict) -> dict:
     dataset = self.members[0].dataset
@@ -136,6 +137,10 @@ class _Plan:
   def compile_cohort(self, c: int, mesh: jax.sharding.Mesh, fresh: bool = True):
     """Places cohort ``c``'s hparams, dataset and probes on ``mesh`` and compiles its program.
 
+    On devices that report their memory (GPUs, TPUs), a cohort whose programs would not fit
+    trains in smaller member blocks (``train.compile_to_fit``), unless
+    ``config.train.member_block`` was set: then it only warns.
+
     Returns:
       (``train.CompiledCohort``, placed hparams, placed dataset, placed probes).
     """
@@ -145,7 +150,23 @@ class _Plan:
         mesh, train_lib.member_hparams(cohort.hparams, devices.padded_size(cohort.size, mesh)),
         dataset, train_lib.make_probes(dataset, self.probes['train']['indices'],
                                        self.probes['test']['indices']))
-    return program.compile(hp, dataset, probes, mesh, fresh=fresh), hp, dataset, probes
+    limit = devices.memory_limit_bytes(mesh)
+    where = f'cohort {c} ({cohort.describe()})'
+    try:
+      fitted, compiled = train_lib.compile_to_fit(
+          program, hp, dataset, probes, mesh, None if self.member_block_set else limit, fresh)
+    except ValueError as e:
+      raise sweep_lib.ConfigError(f'{where}: {e}') from e
+    need = limit and train_lib.peak_bytes(compiled)
+    if need and need > train_lib.MEMORY_FIT_FRACTION * limit:
+      warnings.warn(f'{where}: config.train.member_block={program.member_block} needs '
+                    f'{train_lib.format_bytes(need)} per device by XLA\'s analysis, the device '
+                    f'holds {train_lib.format_bytes(limit)}: it may run out of memory (0 picks '
+                    'a block that fits).', stacklevel=2)
+    if fitted.member_block != program.member_block:
+      _say(f'{where}: trains its members in blocks of {fitted.member_block} per device to fit '
+           f'{train_lib.format_bytes(limit)} of device memory')
+    return compiled, hp, dataset, probes
 
 
 def _section(config: ml_collections.ConfigDict, name: str, defaults: ml_collections.ConfigDict):
@@ -223,7 +244,8 @@ def plan(config: ml_collections.ConfigDict) -> _Plan:
                eval_batch_size=train_cfg.eval_batch_size,
                log_every_seconds=train_cfg.log_every_seconds,
                checkpoint_every_seconds=train_cfg.checkpoint_every_seconds,
-               compilation_cache_dir=train_cfg.compilation_cache_dir)
+               compilation_cache_dir=train_cfg.compilation_cache_dir,
+               member_block_set=train_cfg.member_block > 0)
 
 
 def _say(message: str) -> None:

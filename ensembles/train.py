@@ -8,7 +8,8 @@ augmentation, label smoothing, init scale) are arrays, never Python values.
 Layout: the member axis is sharded over the devices, and each device runs its own members
 (``shard_map``); nothing crosses devices while training. A device trains its members in
 blocks of ``member_block`` (on CPU 8 mlps, whose state and activations then stay in cache,
-or 1 of any other architecture; all at once on accelerators): a ``lax.map`` over blocks,
+or 1 of any other architecture; on accelerators all at once, or the largest halving of that
+which fits the device's memory, ``compile_to_fit``): a ``lax.map`` over blocks,
 each running every step of a chunk before the next block starts, since members are
 independent between recordings. A block's arithmetic is the member's own, so the block size
 changes results only through float rounding (XLA may pick other kernels for another batch
@@ -73,6 +74,10 @@ CPU_MEMBER_BLOCKS = {'mlp': 8}
 # model-steps/s; XLA's CPU backend converts around its float32 kernels): float32 is the default
 # on every backend until ``benchmarks/gpu.sh`` measures bfloat16 on a GPU.
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+# ``compile_to_fit`` keeps a cohort's programs within this share of a device's memory (the rest:
+# allocator fragmentation and what XLA's analysis does not count).
+MEMORY_FIT_FRACTION = 0.9
 
 
 def _to_compute_dtype(dtype: str, params, x_BxS: jax.Array, model_state):
@@ -504,6 +509,56 @@ class CohortProgram:
             abstract, state_sharding),
         compile_seconds=time.perf_counter() - started)
     return compiled
+
+
+def format_bytes(n: int) -> str:
+  """'1.50 GiB', or '12.3 MiB' below a GiB."""
+  return f'{n / 2**30:.2f} GiB' if n >= 2**30 else f'{n / 2**20:.1f} MiB'
+
+
+def peak_bytes(compiled: CompiledCohort) -> int:
+  """Device bytes the largest of a cohort's programs needs at once, by XLA's memory analysis
+  (arguments + outputs - donated + temporaries, per device)."""
+  def need(executable) -> int:
+    m = executable.memory_analysis()
+    return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+            + m.temp_size_in_bytes)
+  return max(need(f) for f in (compiled.init, compiled.train, compiled.evaluate,
+                               compiled.pretrain) if f is not None)
+
+
+def compile_to_fit(program: CohortProgram, hp: MemberHparams, dataset: data_lib.Dataset,
+                   probes: Probes, mesh: jax.sharding.Mesh, memory_limit: int | None,
+                   fresh: bool = True) -> tuple[CohortProgram, CompiledCohort]:
+  """``program.compile``, with smaller member blocks until the programs fit ``memory_limit``.
+
+  Starting from ``program.member_block`` (0: every member of a device at once), the block is
+  halved while ``peak_bytes`` exceeds ``MEMORY_FIT_FRACTION`` of the limit: a block's
+  activations scale with its members, the cohort's state does not. No limit (CPU): one compile.
+
+  Returns:
+    (the program with the member block that fits, its compiled functions).
+
+  Raises:
+    ValueError: even one member at a time does not fit (the message says what would).
+  """
+  per_device = hp.real.shape[0] // mesh.size
+  block = min(program.member_block or per_device, per_device)
+  seconds = 0.0
+  while True:
+    compiled = program.compile(hp, dataset, probes, mesh, fresh=fresh)
+    seconds += compiled.compile_seconds
+    if memory_limit is None or peak_bytes(compiled) <= MEMORY_FIT_FRACTION * memory_limit:
+      return program, compiled._replace(compile_seconds=seconds)  # Every attempt counts.
+    if block == 1:
+      raise ValueError(
+          f'{per_device} members per device need {format_bytes(peak_bytes(compiled))} of '
+          f'device memory even one at a time (XLA\'s analysis), more than '
+          f'{MEMORY_FIT_FRACTION:.0%} of the {format_bytes(memory_limit)} a device holds; '
+          'accepted: fewer members per device (more devices, or fewer seeds per cohort), a '
+          'smaller batch_size, or a smaller config.train.eval_batch_size.')
+    block = -(-block // 2)
+    program = dataclasses.replace(program, member_block=block)
 
 
 class CompiledCohort(NamedTuple):
