@@ -13,11 +13,13 @@ from ensembles import devices as _devices
 # Before anything starts the JAX backend: on CPU, one device per core (see devices.py).
 _devices.use_cpu_cores()
 
-from ensembles.experiment import TrainSummary, default_config, plan, train_and_record
+from ensembles.experiment import (Stopped, TrainSummary, default_config, plan,
+                                  train_and_record)
 from ensembles.store import StoreError, Trajectories, load_trajectories
 from ensembles.sweep import ConfigError, Hparams, expand_members, make_cohorts
 
 __all__ = [
-    'ConfigError', 'Hparams', 'StoreError', 'TrainSummary', 'Trajectories', 'default_config',
-    'expand_members', 'load_trajectories', 'make_cohorts', 'plan', 'train_and_record',
+    'ConfigError', 'Hparams', 'Stopped', 'StoreError', 'TrainSummary', 'Trajectories',
+    'default_config', 'expand_members', 'load_trajectories', 'make_cohorts', 'plan',
+    'train_and_record',
 ]

@@ -17,9 +17,11 @@ import errno
 import fcntl
 import os
 import shutil
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 from jax.experimental import multihost_utils
@@ -55,6 +57,10 @@ def default_data_config() -> ml_collections.ConfigDict:
       data_dir=ml_collections.config_dict.placeholder(str),    # None: data.default_data_dir()
       manual_dir=ml_collections.config_dict.placeholder(str),  # archives downloaded by hand
   ))
+
+
+class Stopped(Exception):
+  """Training stopped on SIGTERM after saving its state: rerun the same command to resume."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,6 +305,35 @@ def _hold_workdir(workdir: str) -> Iterator[None]:
       os.close(held)  # Releases the lock.
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[Callable[[], bool]]:
+  """While training, SIGTERM (a preemption notice, ``scancel``, a job's time limit) asks the
+  run to save its state at the next epoch end or recording and raise ``Stopped``, instead of
+  dying where it stands; a second SIGTERM kills at once. Yields whether a stop was asked, on
+  any process (a collective: every process asks at the same points).
+  """
+  asked = threading.Event()
+
+  def on_sigterm(signum, frame):
+    if asked.is_set():
+      signal.signal(signal.SIGTERM, signal.SIG_DFL)
+      os.kill(os.getpid(), signal.SIGTERM)
+    asked.set()
+
+  def stop_asked() -> bool:
+    if jax.process_count() > 1:
+      return bool(np.max(multihost_utils.process_allgather(np.int32(asked.is_set()))))
+    return asked.is_set()
+
+  main = threading.current_thread() is threading.main_thread()  # Only it may set handlers.
+  previous = signal.signal(signal.SIGTERM, on_sigterm) if main else None
+  try:
+    yield stop_asked
+  finally:
+    if main:
+      signal.signal(signal.SIGTERM, previous)
+
+
 def _empty_directory(directory: str) -> None:
   """Deletes what ``directory`` holds, keeping the (locked) directory itself."""
   for entry in os.scandir(directory):
@@ -346,13 +381,15 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(f'ensembles:{name}')
 
 
-def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -> CohortSummary:
+def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
+                  stop_asked: Callable[[], bool] = lambda: False) -> CohortSummary:
   """Trains cohort ``c`` from where its store stands, recording at its recording steps.
 
   Between two recordings it trains an epoch at a time (``_chunk_ends``), and saves its state
   after a chunk or a record once ``checkpoint_every_seconds`` have passed since the last save,
-  and at the end. States are saved under their training step (``state.step``, read back from
-  the state itself on resume); a state implies the records up to its step are stored.
+  when ``stop_asked()`` (then raises ``Stopped``), and at the end. States are saved under their
+  training step (``state.step``, read back from the state itself on resume); a state implies
+  the records up to its step are stored.
   """
   cohort, program = plan_.cohorts[c], plan_.programs[c]
   steps = record_lib.recording_steps(plan_.epochs_grid, program.steps_per_epoch)
@@ -387,16 +424,22 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
         position = end
         if end < steps[t]:  # An epoch ended between recordings: a state if one is due.
           jax.block_until_ready(state.step)
-          if time.perf_counter() - last_checkpoint >= plan_.checkpoint_every_seconds:
+          stop = stop_asked()
+          if stop or time.perf_counter() - last_checkpoint >= plan_.checkpoint_every_seconds:
             writer.write_state(position, state)
             last_checkpoint = time.perf_counter()
+          if stop:
+            raise Stopped(_stopped(plan_, c, position))
       evaluation = compiled.evaluate(state, probes)
       if t not in recorded:  # Present after a crash between record and state writes.
         writer.write_record(t, state, evaluation)
       now = time.perf_counter()
-      if now - last_checkpoint >= plan_.checkpoint_every_seconds or t == len(steps) - 1:
+      stop = stop_asked() and t < len(steps) - 1
+      if stop or now - last_checkpoint >= plan_.checkpoint_every_seconds or t == len(steps) - 1:
         writer.write_state(position, state)
         last_checkpoint = now
+      if stop:
+        raise Stopped(_stopped(plan_, c, position))
       if now - last_log >= plan_.log_every_seconds or t == len(steps) - 1:
         last_log = now
         rate = cohort.size * done_steps / max(now - started, 1e-9)
@@ -412,6 +455,11 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh) -
   return _summary(c, cohort, steps, final, compile_seconds=compiled.compile_seconds,
                   train_seconds=train_seconds, done_steps=done_steps,
                   resumed_from_step=resumed_from)
+
+
+def _stopped(plan_: _Plan, c: int, position: int) -> str:
+  return (f'stopped on SIGTERM at step {position} of cohort {c + 1}/{len(plan_.cohorts)} '
+          f'({plan_.cohorts[c].describe()}), its state saved: rerun the same command to resume.')
 
 
 def _chunk_ends(position: int, target: int, steps_per_epoch: int) -> list[int]:
@@ -466,6 +514,10 @@ def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     A ``TrainSummary``; ``print(summary)`` shows the per-cohort table.
 
+  Raises:
+    ConfigError: bad input, before anything is compiled or written (see ``plan``).
+    Stopped: SIGTERM arrived; the state was saved at the next epoch end or recording.
+
   Example:
     >>> summary = train_and_record(quickstart.get_config('tiny'), '/tmp/run')
     >>> trajectories = load_trajectories('/tmp/run')
@@ -474,12 +526,13 @@ def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
   plan_ = plan(config)
   _use_compilation_cache(plan_.compilation_cache_dir)
   workdir = os.path.abspath(workdir)
-  with _hold_workdir(workdir):
+  with _hold_workdir(workdir), _stop_on_sigterm() as stop_asked:
     _prepare_workdir(workdir, plan_.manifest(config), overwrite)
     _say(f'{len(plan_.members)} members in {len(plan_.cohorts)} cohorts, '
          f'{len(plan_.epochs_grid)} recording times, workdir {workdir}')
     mesh = devices.member_mesh()
-    summaries = tuple(_train_cohort(plan_, c, workdir, mesh) for c in range(len(plan_.cohorts)))
+    summaries = tuple(_train_cohort(plan_, c, workdir, mesh, stop_asked)
+                      for c in range(len(plan_.cohorts)))
   return TrainSummary(workdir=workdir, cohorts=summaries,
                       wall_seconds=time.perf_counter() - started)
 

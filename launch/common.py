@@ -17,6 +17,10 @@ NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'jax.distributed: pr
 PROCESS_ID = flags.DEFINE_integer('process_id', None, 'jax.distributed: this process.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
+# Exit status after a SIGTERM stop (state saved): 128 + SIGTERM, as if the signal had killed it,
+# so that schedulers count the job as terminated (and requeue it where asked to).
+STOPPED_EXIT_CODE = 143
+
 
 def train() -> ensembles.TrainSummary:
   """Starts the process (logging, multi-host runtime), trains, prints the table."""
@@ -24,6 +28,10 @@ def train() -> ensembles.TrainSummary:
   if DISTRIBUTED.value or COORDINATOR_ADDRESS.value is not None:
     devices.initialize_distributed(COORDINATOR_ADDRESS.value, NUM_PROCESSES.value,
                                    PROCESS_ID.value)
-  summary = ensembles.train_and_record(CONFIG.value, WORKDIR.value, overwrite=OVERWRITE.value)
+  try:
+    summary = ensembles.train_and_record(CONFIG.value, WORKDIR.value, overwrite=OVERWRITE.value)
+  except ensembles.Stopped as e:
+    print(e, flush=True)
+    raise SystemExit(STOPPED_EXIT_CODE) from None
   print(summary.table())
   return summary

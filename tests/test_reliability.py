@@ -205,3 +205,49 @@ def test_sigkill_anywhere_then_rerun_is_bit_identical(data_dir, tmp_path):
   for cohort in (0, 1):
     for x, y in zip(_state_arrays(reference, cohort), _state_arrays(killed, cohort)):
       np.testing.assert_array_equal(x, y)
+
+
+_SIGTERM_CONFIG = '''
+from ensembles import experiment
+
+def get_config(arg=None):
+  config = experiment.default_config()
+  config.data.data_dir = {data_dir!r}
+  config.hparams.update(dict(arch='cnn', width=8, depth=1, epochs=60, batch_size=64))
+  config.sweep.seed = (0, 1)
+  config.record.train_probe_size = 200
+  config.record.test_probe_size = 100
+  config.train.checkpoint_every_seconds = 1e9  # No state but the one a SIGTERM asks for.
+  return config
+'''
+
+
+def test_sigterm_saves_the_state_stops_and_the_rerun_resumes_bit_identically(data_dir,
+                                                                            tmp_path):
+  config_path = tmp_path / 'sigterm_config.py'
+  config_path.write_text(_SIGTERM_CONFIG.format(data_dir=data_dir))
+  stopped = str(tmp_path / 'stopped')
+  process = subprocess.Popen(_command(config_path, stopped), cwd=ROOT, env=_env(data_dir),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  first_record = os.path.join(store_lib.cohort_dir(stopped, 0), 'records', '0')
+  deadline = time.monotonic() + 300
+  while not os.path.isdir(first_record) and process.poll() is None:
+    assert time.monotonic() < deadline, 'no record after 300 s'
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)  # Training, a few seconds before its end.
+  out, err = process.communicate(timeout=300)
+  assert process.returncode == 143, err[-3000:]
+  assert 'stopped on SIGTERM at step' in out and 'rerun the same command to resume' in out
+  states = os.listdir(os.path.join(store_lib.cohort_dir(stopped, 0), 'state'))
+  (saved,) = [int(d) for d in states if d.isdigit()]
+  assert 0 < saved < 60 * (1438 // 64), saved  # Mid-run, at an epoch's end or a recording.
+  done = subprocess.run(_command(config_path, stopped), cwd=ROOT, env=_env(data_dir),
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f'resuming at step {saved}' in done.stdout
+  reference = str(tmp_path / 'reference')
+  config = __import__('runpy').run_path(str(config_path))['get_config']()
+  ensembles.train_and_record(config, reference)
+  a, b = ensembles.load_trajectories(reference), ensembles.load_trajectories(stopped)
+  np.testing.assert_array_equal(a.steps, b.steps)
+  np.testing.assert_array_equal(a.probs(), b.probs())
