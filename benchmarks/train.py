@@ -487,7 +487,7 @@ def _goals(results, workloads, members_list) -> str:
     if ours and peers:
       best = max(peers, key=peers.get)
       ratio = ours / peers[best]
-      lines.append(f'- {name}, E={big}: trainer / best peer ({best}) = {ratio:.2f} '
+      lines.append(f'- {name}, E={big}: trainer / best peer ({best}) = {ratio:.3f} '
                    f'(goal >= 2): {"met" if ratio >= 2 else "NOT met"}')
     result = results.get((name, big, 'ensembles'), {})
     if result.get('flops_per_example'):

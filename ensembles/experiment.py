@@ -260,6 +260,11 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+# Shortest training call between two recordings epochs apart, in seconds (whole epochs; at
+# least one): states and SIGTERM stops happen at call ends, and fast epochs are not worth a
+# call and a host sync each.
+MIN_CHUNK_SECONDS = 2.0
+
 # flock errors of a filesystem without (working) locks, e.g. NFS without a lock daemon.
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
@@ -385,7 +390,7 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
                   stop_asked: Callable[[], bool] = lambda: False) -> CohortSummary:
   """Trains cohort ``c`` from where its store stands, recording at its recording steps.
 
-  Between two recordings it trains an epoch at a time (``_chunk_ends``), and saves its state
+  Between two recordings it trains in whole epochs (``_chunk_ends``), and saves its state
   after a chunk or a record once ``checkpoint_every_seconds`` have passed since the last save,
   when ``stop_asked()`` (then raises ``Stopped``), and at the end. States are saved under their
   training step (``state.step``, read back from the state itself on resume); a state implies
@@ -416,9 +421,12 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
     resumed_from = None if latest is None else position
     recorded = writer.recorded()
     started = last_log = last_checkpoint = time.perf_counter()
-    done_steps = 0
+    done_steps, seconds_per_step = 0, None
     for t in range(first, len(steps)):
-      for end in _chunk_ends(position, int(steps[t]), program.steps_per_epoch):
+      interval_started, interval_steps = time.perf_counter(), int(steps[t]) - position
+      chunk = program.steps_per_epoch * _epochs_per_chunk(seconds_per_step,
+                                                          program.steps_per_epoch)
+      for end in _chunk_ends(position, int(steps[t]), chunk):
         state = compiled.train(state, hp, dataset, end - position)
         done_steps += end - position
         position = end
@@ -433,7 +441,10 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
       evaluation = compiled.evaluate(state, probes)
       if t not in recorded:  # Present after a crash between record and state writes.
         writer.write_record(t, state, evaluation)
+      jax.block_until_ready(evaluation)  # (The record's write has already waited for it.)
       now = time.perf_counter()
+      if interval_steps:
+        seconds_per_step = (now - interval_started) / interval_steps
       stop = stop_asked() and t < len(steps) - 1
       if stop or now - last_checkpoint >= plan_.checkpoint_every_seconds or t == len(steps) - 1:
         writer.write_state(position, state)
@@ -462,15 +473,23 @@ def _stopped(plan_: _Plan, c: int, position: int) -> str:
           f'({plan_.cohorts[c].describe()}), its state saved: rerun the same command to resume.')
 
 
-def _chunk_ends(position: int, target: int, steps_per_epoch: int) -> list[int]:
-  """Where the ``train`` calls from step ``position`` to ``target`` end: at each epoch's end.
+def _epochs_per_chunk(seconds_per_step: float | None, steps_per_epoch: int) -> int:
+  """Epochs per ``train`` call between recordings: 1, or as many as ``MIN_CHUNK_SECONDS``
+  take at the last interval's pace (each call and check costs a few milliseconds)."""
+  if seconds_per_step is None:
+    return 1
+  return max(1, int(MIN_CHUNK_SECONDS / max(seconds_per_step * steps_per_epoch, 1e-9)))
 
-  ``_chunk_ends(5, 50, 22) == [22, 44, 50]``. Chunks never cross an epoch boundary, so a
-  state can be saved at every epoch even when recordings are epochs apart; the step count
-  of a call is traced, so no length compiles again.
+
+def _chunk_ends(position: int, target: int, chunk: int) -> list[int]:
+  """Where the ``train`` calls from step ``position`` to ``target`` end: at multiples of
+  ``chunk`` (a whole number of epochs), and at ``target``.
+
+  ``_chunk_ends(5, 50, 22) == [22, 44, 50]``. Chunks never cross those boundaries, so a
+  state can be saved, or a stop honoured, between recordings epochs apart; the step count of
+  a call is traced, so no length compiles again.
   """
-  ends = list(range((position // steps_per_epoch + 1) * steps_per_epoch, target,
-                    steps_per_epoch))
+  ends = list(range((position // chunk + 1) * chunk, target, chunk))
   return ends + [target] if target > position else []
 
 

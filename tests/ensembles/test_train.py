@@ -497,7 +497,8 @@ def test_states_between_distant_recordings_and_a_resume_from_one(small_config, t
   """Recordings 5 epochs apart (epochs 10, 15, 16): a state at each epoch's end when one is
   due, under its training step; a crash right after one resumes there, bit-identical."""
   config = small_config(epochs=16, seed=(0, 1))
-  config.train.checkpoint_every_seconds = 0.0  # Every chance to save one is taken.
+  config.train.checkpoint_every_seconds = 0.0  # Every chance to save one is taken ...
+  monkeypatch.setattr(experiment, 'MIN_CHUNK_SECONDS', 0.0)  # ... at every epoch's end.
   reference, resumed = str(tmp_path / 'reference'), str(tmp_path / 'resumed')
   ensembles.train_and_record(config, reference)
   spe = 1438 // 64  # digits' training examples per batch of 64
