@@ -236,6 +236,7 @@ def test_sigterm_saves_the_state_stops_and_the_rerun_resumes_bit_identically(dat
     time.sleep(0.05)
   process.send_signal(signal.SIGTERM)  # Training, a few seconds before its end.
   out, err = process.communicate(timeout=300)
+  assert process.returncode != 0, 'the run ended before the signal: make it longer'
   assert process.returncode == 143, err[-3000:]
   assert 'stopped on SIGTERM at step' in out and 'rerun the same command to resume' in out
   states = os.listdir(os.path.join(store_lib.cohort_dir(stopped, 0), 'state'))
