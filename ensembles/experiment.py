@@ -313,9 +313,10 @@ def _hold_workdir(workdir: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[Callable[[], bool]]:
   """While training, SIGTERM (a preemption notice, ``scancel``, a job's time limit) asks the
-  run to save its state at the next epoch end or recording and raise ``Stopped``, instead of
-  dying where it stands; a second SIGTERM kills at once. Yields whether a stop was asked, on
-  any process (a collective: every process asks at the same points).
+  run to save its state at the end of the current training call (whole epochs: one, or a few
+  under ~2 s) or the next recording and raise ``Stopped``, instead of dying where it stands;
+  a second SIGTERM kills at once. Yields whether a stop was asked, on any process (a
+  collective: every process asks at the same points).
   """
   asked = threading.Event()
 
@@ -535,7 +536,8 @@ def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
 
   Raises:
     ConfigError: bad input, before anything is compiled or written (see ``plan``).
-    Stopped: SIGTERM arrived; the state was saved at the next epoch end or recording.
+    Stopped: SIGTERM arrived; the state was saved at the end of the current training call
+      (whole epochs) or the next recording.
 
   Example:
     >>> summary = train_and_record(quickstart.get_config('tiny'), '/tmp/run')
