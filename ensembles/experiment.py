@@ -315,8 +315,8 @@ def _stop_on_sigterm() -> Iterator[Callable[[], bool]]:
   """While training, SIGTERM (a preemption notice, ``scancel``, a job's time limit) asks the
   run to save its state at the end of the current training call (whole epochs: one, or a few
   under ~2 s) or the next recording and raise ``Stopped``, instead of dying where it stands;
-  a second SIGTERM kills at once. Yields whether a stop was asked, on any process (a
-  collective: every process asks at the same points).
+  a second SIGTERM kills at once. Yields whether a stop was asked of this process (``_agreed``
+  makes it every process's decision).
   """
   asked = threading.Event()
 
@@ -326,18 +326,23 @@ def _stop_on_sigterm() -> Iterator[Callable[[], bool]]:
       os.kill(os.getpid(), signal.SIGTERM)
     asked.set()
 
-  def stop_asked() -> bool:
-    if jax.process_count() > 1:
-      return bool(np.max(multihost_utils.process_allgather(np.int32(asked.is_set()))))
-    return asked.is_set()
-
   main = threading.current_thread() is threading.main_thread()  # Only it may set handlers.
   previous = signal.signal(signal.SIGTERM, on_sigterm) if main else None
   try:
-    yield stop_asked
+    yield asked.is_set
   finally:
     if main:
       signal.signal(signal.SIGTERM, previous)
+
+
+def _agreed(stop: bool, due: bool, epochs: int) -> tuple[bool, bool, int]:
+  """(stop, state due, epochs per call) decided alike on every process: a stop if any process
+  was asked, process 0's clock for the rest. Every process's train calls, state saves (Orbax
+  barriers) and stops must match, and each process measures its own time."""
+  if jax.process_count() == 1:
+    return stop, due, epochs
+  views = np.asarray(multihost_utils.process_allgather(np.array([stop, due, epochs], np.int64)))
+  return bool(views[:, 0].max()), bool(views[0, 1]), int(views[0, 2])
 
 
 def _empty_directory(directory: str) -> None:
@@ -393,9 +398,10 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
 
   Between two recordings it trains in whole epochs (``_chunk_ends``), and saves its state
   after a chunk or a record once ``checkpoint_every_seconds`` have passed since the last save,
-  when ``stop_asked()`` (then raises ``Stopped``), and at the end. States are saved under their
-  training step (``state.step``, read back from the state itself on resume); a state implies
-  the records up to its step are stored.
+  when ``stop_asked()`` (then raises ``Stopped``), and at the end; across processes these
+  decisions are agreed (``_agreed``). States are saved under their training step
+  (``state.step``, read back from the state itself on resume); a state implies the records up
+  to its step are stored.
   """
   cohort, program = plan_.cohorts[c], plan_.programs[c]
   steps = record_lib.recording_steps(plan_.epochs_grid, program.steps_per_epoch)
@@ -422,19 +428,18 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
     resumed_from = None if latest is None else position
     recorded = writer.recorded()
     started = last_log = last_checkpoint = time.perf_counter()
-    done_steps, seconds_per_step = 0, None
+    done_steps, epochs = 0, 1  # Epochs per call: 1 until an interval has been timed.
+    due = lambda now: now - last_checkpoint >= plan_.checkpoint_every_seconds  # noqa: E731
     for t in range(first, len(steps)):
       interval_started, interval_steps = time.perf_counter(), int(steps[t]) - position
-      chunk = program.steps_per_epoch * _epochs_per_chunk(seconds_per_step,
-                                                          program.steps_per_epoch)
-      for end in _chunk_ends(position, int(steps[t]), chunk):
+      for end in _chunk_ends(position, int(steps[t]), epochs * program.steps_per_epoch):
         state = compiled.train(state, hp, dataset, end - position)
         done_steps += end - position
         position = end
-        if end < steps[t]:  # An epoch ended between recordings: a state if one is due.
+        if end < steps[t]:  # A call ended between recordings: a state if one is due.
           jax.block_until_ready(state.step)
-          stop = stop_asked()
-          if stop or time.perf_counter() - last_checkpoint >= plan_.checkpoint_every_seconds:
+          stop, save, _ = _agreed(stop_asked(), due(time.perf_counter()), epochs)
+          if stop or save:
             writer.write_state(position, state)
             last_checkpoint = time.perf_counter()
           if stop:
@@ -444,10 +449,11 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
         writer.write_record(t, state, evaluation)
       jax.block_until_ready(evaluation)  # (The record's write has already waited for it.)
       now = time.perf_counter()
-      if interval_steps:
-        seconds_per_step = (now - interval_started) / interval_steps
-      stop = stop_asked() and t < len(steps) - 1
-      if stop or now - last_checkpoint >= plan_.checkpoint_every_seconds or t == len(steps) - 1:
+      pace = (now - interval_started) / interval_steps if interval_steps else None
+      stop, save, epochs = _agreed(
+          stop_asked() and t < len(steps) - 1, due(now),
+          _epochs_per_chunk(pace, program.steps_per_epoch) if pace else epochs)
+      if stop or save or t == len(steps) - 1:
         writer.write_state(position, state)
         last_checkpoint = now
       if stop:
