@@ -336,7 +336,7 @@ def _child_recording(spec: dict) -> dict:
   return dict(recordings=len(steps), steps=int(steps[-1]), record_train_s=cohort.train_seconds,
               pure_train_s=pure_s, evaluate_s=evaluate_s, written_bytes=written,
               probes=sum(len(plan.probes[split]['indices']) for split in store_lib.SPLITS),
-              dtype=plan.record.dtype, share=1 - pure_s / cohort.train_seconds,
+              share=1 - pure_s / cohort.train_seconds,
               compile_s=cohort.compile_seconds)
 
 

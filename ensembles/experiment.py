@@ -163,7 +163,7 @@ class _Plan:
           program, hp, dataset, probes, mesh, None if self.member_block_set else limit, fresh)
     except ValueError as e:
       raise sweep_lib.ConfigError(f'{where}: {e}') from e
-    need = limit and train_lib.peak_bytes(compiled)
+    need = self.member_block_set and limit and train_lib.peak_bytes(compiled)
     if need and need > train_lib.MEMORY_FIT_FRACTION * limit:
       warnings.warn(f'{where}: config.train.member_block={program.member_block} needs '
                     f'{train_lib.format_bytes(need)} per device by XLA\'s analysis, the device '
@@ -393,7 +393,7 @@ def _sync(name: str) -> None:
 
 
 def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
-                  stop_asked: Callable[[], bool] = lambda: False) -> CohortSummary:
+                  stop_asked: Callable[[], bool]) -> CohortSummary:
   """Trains cohort ``c`` from where its store stands, recording at its recording steps.
 
   Between two recordings it trains in whole epochs (``_chunk_ends``), and saves its state

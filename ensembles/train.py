@@ -80,16 +80,13 @@ COMPUTE_DTYPES = ('float32', 'bfloat16')
 MEMORY_FIT_FRACTION = 0.9
 
 
-def _to_compute_dtype(dtype: str, params, x_BxS: jax.Array, model_state):
-  """``network.apply``'s (params, model_state, x) for a training pass in ``dtype``.
-
-  Floating parameters and the inputs are cast (their gradients come back float32 through the
-  cast); normalisation statistics are left float32, as Flax's norms reduce in float32.
-  """
+def _to_compute_dtype(dtype: str, tree):
+  """``tree`` with its floating leaves cast to ``dtype`` for a training pass (gradients come
+  back float32 through the cast); unchanged for float32."""
   if dtype == 'float32':
-    return params, model_state, x_BxS
+    return tree
   cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa: E731
-  return jax.tree.map(cast, params), model_state, cast(x_BxS)
+  return jax.tree.map(cast, tree)
 
 
 def default_member_block(arch: str) -> int:
@@ -224,8 +221,6 @@ class CohortProgram:
                  eval_batch_size: int, member_block: int = 0,
                  compute_dtype: str = 'float32') -> CohortProgram:
     """The program of ``cohort``; ``member_block`` 0 takes ``default_member_block``."""
-    if compute_dtype not in COMPUTE_DTYPES:
-      raise ValueError(f'compute_dtype={compute_dtype!r}: accepted {", ".join(COMPUTE_DTYPES)}.')
     h = cohort.shared
     spe = data_lib.steps_per_epoch(info.num_train, h.batch_size)
     subset_size = round(h.init_subset * info.num_train)
@@ -273,8 +268,9 @@ class CohortProgram:
                                       hp.label_smoothing)
 
     def loss_fn(params):
-      logits_BxC, model_state = self.network.apply(
-          *_to_compute_dtype(self.compute_dtype, params, x_BxS, member.model_state), train=True)
+      # Normalisation statistics stay float32 (Flax's norms reduce in float32).
+      params, x = _to_compute_dtype(self.compute_dtype, (params, x_BxS))
+      logits_BxC, model_state = self.network.apply(params, member.model_state, x, train=True)
       loss = optax.softmax_cross_entropy(logits_BxC.astype(jnp.float32), targets_BxC).mean()
       return loss, model_state
 
@@ -548,11 +544,12 @@ def compile_to_fit(program: CohortProgram, hp: MemberHparams, dataset: data_lib.
   while True:
     compiled = program.compile(hp, dataset, probes, mesh, fresh=fresh)
     seconds += compiled.compile_seconds
-    if memory_limit is None or peak_bytes(compiled) <= MEMORY_FIT_FRACTION * memory_limit:
+    need = None if memory_limit is None else peak_bytes(compiled)
+    if need is None or need <= MEMORY_FIT_FRACTION * memory_limit:
       return program, compiled._replace(compile_seconds=seconds)  # Every attempt counts.
     if block == 1:
       raise ValueError(
-          f'{per_device} members per device need {format_bytes(peak_bytes(compiled))} of '
+          f'{per_device} members per device need {format_bytes(need)} of '
           f'device memory even one at a time (XLA\'s analysis), more than '
           f'{MEMORY_FIT_FRACTION:.0%} of the {format_bytes(memory_limit)} a device holds; '
           'accepted: fewer members per device (more devices, or fewer seeds per cohort), a '
