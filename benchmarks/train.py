@@ -7,12 +7,12 @@ r"""Training throughput: ensembles' trainer against one-at-a-time JAX and two Py
 
 Every measurement runs in a fresh subprocess: build, compile (timed), one step, then a
 calibration that doubles its step count until a call takes a quarter of a chunk (it also warms
-up), then ``--repeats`` timed chunks of about ``CHUNK_SECONDS``; the median is reported. A row
-whose single step takes over ``MAX_SECONDS_PER_STEP`` reports that step alone. Peak memory is the process's peak resident
-set (VmHWM, reset after compiling) over the warm-up and the timed chunks: parameters,
-optimizer state, activations and the dataset, on top of the runtime. Each child also measures
-the machine's float32 matmul peak just before it runs, and its percentage uses that number
-(ratios within one run: the machine is shared and noisy).
+up), then ``--repeats`` timed chunks of about ``CHUNK_SECONDS``; the median is reported. A
+row whose single step takes over ``MAX_SECONDS_PER_STEP`` reports that step alone. Peak memory
+is the process's peak resident set (VmHWM, reset after compiling) over the warm-up and the
+timed chunks: parameters, optimizer state, activations and the dataset, on top of the runtime.
+Each child also measures the machine's float32 matmul peak just before it runs, and its
+percentage uses that number (ratios within one run: the machine is shared and noisy).
 
 Methods (rows):
   ensembles          the real trainer: ``ensembles.train.CohortProgram`` (vmap over members
@@ -40,8 +40,8 @@ ahead of time) for the trainer, the init and the two scan lengths for jax-one-at
 The recording share comes from ``train_and_record`` with the default recording schedule and
 epochs: 1 - (the same steps trained without recording) / (training wall time with recording,
 the last writes included), split into the evaluations alone and the rest (the writes), and
-again with one setting changed per row (``RECORDING_VARIANTS``). Where torch is missing its
-rows are skipped with a note.
+again with one setting changed per row and at the paper's proportions
+(``RECORDING_VARIANTS``). Where torch is missing its rows are skipped with a note.
 
 Results go to stdout and to ``benchmarks/results/train_<host-kind>.md``.
 """
@@ -85,13 +85,18 @@ MEMBERS = (1, 16, 64, 256, 1024)
 MAX_MEMBERS = {'mlp-digits': 1024, 'cnn-mnist5k': 256}
 # Members of the recording-share run per workload (default recording schedule, 10 epochs).
 RECORDING_MEMBERS = {'mlp-digits': 256, 'cnn-mnist5k': 4}
-# The recording share again with one setting a user can change (the first workload only):
-# config overrides of each row, by label.
+PAPER_SCHEDULE = 'paper schedule: epochs=200, cifar10_paper grid, 719 train probes'
+# The recording share again with one setting a user can change (the first workload only),
+# and at the paper's proportions: config overrides of each row, by label.
 RECORDING_VARIANTS = {
   'defaults': {},
   'record.dtype=float16': dict(record=dict(dtype='float16')),
   'record.train_probe_size=359': dict(record=dict(train_probe_size=359)),
   'hparams.epochs=50': dict(epochs=50),
+  # configs/cifar10_paper.py's training length and recording grid (a test checks they still
+  # agree), with half of digits' 1,438 train examples as probes: the paper's every other one.
+  PAPER_SCHEDULE: dict(epochs=200, record=dict(dense_epochs=5, every_epoch_until=25,
+                                               sparse_every=10, train_probe_size=719)),
 }
 # --quick: every method and code path at toy sizes (both on digits: small compiles).
 QUICK_WORKLOADS = {
@@ -546,7 +551,9 @@ def _recording_table(results, recording_members) -> str:
 RECORDING_NOTE = (
   'Evaluations: the probes evaluated once per recording, alone. The rest: the Orbax writes '
   '(records, the final state; asynchronous, so they take cores from training) and the loop '
-  'around them. Settings other than the defaults change one config value each.')
+  'around them. Settings other than the defaults change one config value each, except the '
+  "paper's schedule: configs/cifar10_paper.py's training length and recording grid, and half "
+  "of the train set as probes (the paper's every other example).")
 
 
 def _run_conv(args) -> str:

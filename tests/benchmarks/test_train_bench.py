@@ -56,3 +56,19 @@ def test_quick_recording_share_is_a_fraction(quick_table):
   assert rows[0][0] == 'workload' and len(rows) == 2
   share = float(rows[1][6].rstrip('%'))
   assert 0 <= share <= 100, rows[1]
+
+
+def test_the_paper_schedule_row_follows_the_paper_config(data_dir):
+  from benchmarks import train as bench
+  from configs import cifar10_paper
+  from ensembles import data as data_lib
+
+  paper = cifar10_paper.get_config()
+  row = bench.RECORDING_VARIANTS[bench.PAPER_SCHEDULE]
+  assert row['epochs'] == paper.hparams.epochs
+  for key in ('dense_epochs', 'every_epoch_until', 'sparse_every'):
+    assert row['record'][key] == paper.record[key], key
+  # Every other train example of the recording workload, as the paper's 25,000 of 50,000.
+  num_train = data_lib.load_dataset(bench.WORKLOADS['mlp-digits'].dataset, data_dir).info.num_train
+  assert row['record']['train_probe_size'] == num_train // 2
+  assert paper.record.train_probe_size == 50_000 // 2
