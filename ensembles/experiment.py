@@ -424,7 +424,16 @@ def _train_cohort(plan_: _Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
       state = writer.restore_state(latest, compiled.abstract_state)
       position = int(state.step.addressable_data(0))  # Replicated: every process has it.
       first = int(np.searchsorted(steps, position, side='right'))  # Recorded up to here.
-      _say(f'cohort {c}: resuming at step {position}')
+      lost = sorted(set(range(first)) - writer.recorded())
+      if lost:  # A state implies its records (write_state): they were removed since.
+        raise store_lib.StoreError(
+            f'cohort {c} ({cohort.describe()}): recording steps {lost} are missing from '
+            f'{os.path.join(directory, "records")}, and its saved state is at training step '
+            f'{position}, past them, so resuming cannot record them again. Rerun with '
+            '--overwrite (train_and_record(..., overwrite=True)) to train the sweep again, or '
+            'read the rest with load_trajectories(workdir, allow_partial=True).')
+      _say(f'cohort {c + 1}/{len(plan_.cohorts)} {cohort.describe()}: resuming at step '
+           f'{position}')
     resumed_from = None if latest is None else position
     recorded = writer.recorded()
     started = last_log = last_checkpoint = time.perf_counter()
@@ -480,11 +489,9 @@ def _stopped(plan_: _Plan, c: int, position: int) -> str:
           f'({plan_.cohorts[c].describe()}), its state saved: rerun the same command to resume.')
 
 
-def _epochs_per_chunk(seconds_per_step: float | None, steps_per_epoch: int) -> int:
+def _epochs_per_chunk(seconds_per_step: float, steps_per_epoch: int) -> int:
   """Epochs per ``train`` call between recordings: 1, or as many as ``MIN_CHUNK_SECONDS``
   take at the last interval's pace (each call and check costs a few milliseconds)."""
-  if seconds_per_step is None:
-    return 1
   return max(1, int(MIN_CHUNK_SECONDS / max(seconds_per_step * steps_per_epoch, 1e-9)))
 
 

@@ -46,6 +46,10 @@ def test_missing_or_torn_recording_step_is_a_clear_error(small_config, tmp_path)
   ensembles.train_and_record(small_config(), workdir)
   records = os.path.join(store_lib.cohort_dir(workdir, 0), 'records')
   shutil.rmtree(os.path.join(records, '2'))
+  # Training again cannot record it from the final state: an error saying so, store untouched.
+  with pytest.raises(ensembles.StoreError,
+                     match=r'recording steps \[2\] are missing .* at training step 22, past'):
+    ensembles.train_and_record(small_config(), workdir)
   with pytest.raises(ensembles.StoreError, match=r'recording step 2 is missing: .*records/2/'):
     ensembles.load_trajectories(workdir)
   with pytest.warns(UserWarning, match='recording step 2 is missing'):
