@@ -16,7 +16,11 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 
 import ensembles  # noqa: E402
 
-from ensembles import data  # noqa: E402
+# As the launchers and notebooks do, before JAX starts: one device per CPU core, so the tests
+# shard members over several devices.
+ensembles.use_cpu_cores()
+
+from ensembles.training import data  # noqa: E402
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -20,7 +20,7 @@ def _run(args, data_dir, timeout=600):
 
 def test_launch_run_tiny_trains_records_and_analyses(data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
-  result = _run(['launch.run', '--config=configs/quickstart.py:tiny', f'--workdir={workdir}',
+  result = _run(['ensembles.launch.run', '--config=ensembles/configs/quickstart.py:tiny', f'--workdir={workdir}',
                  '--config.hparams.epochs=1'], data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'model-steps/s' in result.stdout  # Progress lines.
@@ -39,7 +39,7 @@ def test_launch_run_tiny_trains_records_and_analyses(data_dir, tmp_path):
 ])
 def test_launch_train_bad_input_is_one_clear_error(data_dir, tmp_path, flag, message):
   workdir = str(tmp_path / 'run')
-  result = _run(['launch.train', '--config=configs/quickstart.py:tiny', f'--workdir={workdir}',
+  result = _run(['ensembles.launch.train', '--config=ensembles/configs/quickstart.py:tiny', f'--workdir={workdir}',
                  flag], data_dir, timeout=120)
   assert result.returncode != 0
   assert message in result.stderr
@@ -48,7 +48,7 @@ def test_launch_train_bad_input_is_one_clear_error(data_dir, tmp_path, flag, mes
 
 def test_launch_run_rejects_unknown_color_before_training(data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
-  result = _run(['launch.run', '--config=configs/quickstart.py:tiny', f'--workdir={workdir}',
+  result = _run(['ensembles.launch.run', '--config=ensembles/configs/quickstart.py:tiny', f'--workdir={workdir}',
                  '--color_by=colour'], data_dir, timeout=120)
   assert result.returncode != 0 and "--color_by='colour'" in result.stderr
   assert not os.path.exists(workdir)
@@ -58,7 +58,7 @@ def test_malformed_config_file_is_one_clear_error(data_dir, tmp_path):
   config_path = tmp_path / 'broken.py'
   config_path.write_text('def get_config(:\n  pass\n')
   workdir = str(tmp_path / 'run')
-  result = _run(['launch.train', f'--config={config_path}', f'--workdir={workdir}'], data_dir,
+  result = _run(['ensembles.launch.train', f'--config={config_path}', f'--workdir={workdir}'], data_dir,
                 timeout=120)
   assert result.returncode != 0
   assert 'broken.py' in result.stderr and 'SyntaxError' in result.stderr

@@ -130,7 +130,7 @@ def test_notebooks_run_top_to_bottom_on_tiny_sweeps(data_dir, jupyter_path, tmp_
   assert _trained(compare_runs, 'new')
   assert _displays(compare_runs) == EXPECTED_DISPLAYS['compare_runs.ipynb']
 
-  # The tiny sweeps (configs/quickstart.py:tiny; new seeds for the MLPs only) were recorded.
+  # The tiny sweeps (ensembles/configs/quickstart.py:tiny; new seeds for the MLPs only) were recorded.
   reference = ensembles.load_trajectories(str(tmp_path / 'workdirs' / 'quickstart_tiny'))
   new = ensembles.load_trajectories(str(tmp_path / 'workdirs' / 'quickstart_tiny_new_seeds'))
 

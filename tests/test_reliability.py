@@ -14,8 +14,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 import ensembles
-from ensembles import experiment
-from ensembles import store as store_lib
+from ensembles import store
+from ensembles.training import loop
+from ensembles.training import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,7 +45,7 @@ def test_diverged_member_is_frozen_flagged_and_leaves_its_cohort_untouched(small
 def test_missing_or_torn_recording_step_is_a_clear_error(small_config, tmp_path):
   workdir = str(tmp_path)
   ensembles.train_and_record(small_config(), workdir)
-  records = os.path.join(store_lib.cohort_dir(workdir, 0), 'records')
+  records = os.path.join(store.cohort_dir(workdir, 0), 'records')
   shutil.rmtree(os.path.join(records, '2'))
   # Training again cannot record it from the final state: an error saying so, store untouched.
   with pytest.raises(ensembles.StoreError,
@@ -122,13 +123,13 @@ def test_training_holds_its_workdir_until_it_returns(small_config, tmp_path, mon
       os.close(fd)
 
   seen = []
-  train_cohort = experiment._train_cohort
+  train_cohort = loop.train_cohort
 
   def checking(*args):
     seen.append(try_lock())
     return train_cohort(*args)
 
-  monkeypatch.setattr(experiment, '_train_cohort', checking)
+  monkeypatch.setattr(loop, 'train_cohort', checking)
   ensembles.train_and_record(small_config(arch=('mlp', 'cnn')), workdir)
   assert seen == [False, False]
   assert try_lock()
@@ -138,17 +139,17 @@ def test_a_filesystem_without_locks_warns_and_trains(small_config, tmp_path, mon
   def no_locks(fd, operation):
     raise OSError(errno.ENOLCK, 'No locks available')  # NFS without a lock daemon.
 
-  monkeypatch.setattr(experiment.fcntl, 'flock', no_locks)
+  monkeypatch.setattr(workdir_lib.fcntl, 'flock', no_locks)
   with pytest.warns(UserWarning, match='no working locks'):
     ensembles.train_and_record(small_config(), str(tmp_path / 'run'))
   assert ensembles.load_trajectories(str(tmp_path / 'run')).status == ['ok']
 
 
 _RESUME_CONFIG = '''
-from ensembles import experiment
+from ensembles.configs import common as config_common
 
 def get_config(arg=None):
-  config = experiment.default_config()
+  config = config_common.default_config()
   config.hparams.update(dict(width=32, depth=2, epochs=6, batch_size=32))
   config.sweep.seed = (0, 1, 2)
   config.variants = (dict(optimizer='sgd', learning_rate=0.05),
@@ -160,7 +161,7 @@ def get_config(arg=None):
 
 
 def _command(config_path, workdir):
-  return [sys.executable, '-m', 'launch.train', f'--config={config_path}', f'--workdir={workdir}']
+  return [sys.executable, '-m', 'ensembles.launch.train', f'--config={config_path}', f'--workdir={workdir}']
 
 
 def _env(data_dir):
@@ -168,7 +169,7 @@ def _env(data_dir):
 
 
 def _state_arrays(workdir, cohort):
-  directory = os.path.join(store_lib.cohort_dir(workdir, cohort), 'state')
+  directory = os.path.join(store.cohort_dir(workdir, cohort), 'state')
   last = max(int(d) for d in os.listdir(directory) if d.isdigit())
   with ocp.StandardCheckpointer() as checkpointer:
     restored = checkpointer.restore(os.path.join(directory, str(last), 'state'))
@@ -212,10 +213,10 @@ def test_sigkill_anywhere_then_rerun_is_bit_identical(data_dir, tmp_path):
 
 
 _SIGTERM_CONFIG = '''
-from ensembles import experiment
+from ensembles.configs import common as config_common
 
 def get_config(arg=None):
-  config = experiment.default_config()
+  config = config_common.default_config()
   config.data.data_dir = {data_dir!r}
   config.hparams.update(dict(arch='cnn', width=8, depth=1, epochs=60, batch_size=64))
   config.sweep.seed = (0, 1)
@@ -233,7 +234,7 @@ def test_sigterm_saves_the_state_stops_and_the_rerun_resumes_bit_identically(dat
   stopped = str(tmp_path / 'stopped')
   process = subprocess.Popen(_command(config_path, stopped), cwd=ROOT, env=_env(data_dir),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  first_record = os.path.join(store_lib.cohort_dir(stopped, 0), 'records', '0')
+  first_record = os.path.join(store.cohort_dir(stopped, 0), 'records', '0')
   deadline = time.monotonic() + 300
   while not os.path.isdir(first_record) and process.poll() is None:
     assert time.monotonic() < deadline, 'no record after 300 s'
@@ -243,7 +244,7 @@ def test_sigterm_saves_the_state_stops_and_the_rerun_resumes_bit_identically(dat
   assert process.returncode != 0, 'the run ended before the signal: make it longer'
   assert process.returncode == 143, err[-3000:]
   assert 'stopped on SIGTERM at step' in out and 'rerun the same command to resume' in out
-  states = os.listdir(os.path.join(store_lib.cohort_dir(stopped, 0), 'state'))
+  states = os.listdir(os.path.join(store.cohort_dir(stopped, 0), 'state'))
   (saved,) = [int(d) for d in states if d.isdigit()]
   assert 0 < saved < 60 * (1438 // 64), saved  # Mid-run, at an epoch's end or a recording.
   done = subprocess.run(_command(config_path, stopped), cwd=ROOT, env=_env(data_dir),

@@ -15,10 +15,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Three members per architecture: not a multiple of 2 or 4 devices, so padding members are
 # exercised; the cnn runs its convolutions as per-member loops inside the trainer's shard_map.
 _CONFIG = '''
-from ensembles import experiment
+from ensembles.configs import common as config_common
 
 def get_config(arg=None):
-  config = experiment.default_config()
+  config = config_common.default_config()
   config.hparams.update(dict(width=16, depth=2, epochs=2))
   config.sweep.seed = (0, 1, 2)
   config.sweep.arch = ('mlp', 'cnn')
@@ -33,7 +33,7 @@ def _train(tmp_path, data_dir, name, device_count, extra=(), process_env=None):
   config.write_text(_CONFIG)
   env = dict(os.environ, ENSEMBLES_DATA_DIR=data_dir, PYTHONPATH=ROOT,
              XLA_FLAGS=f'--xla_force_host_platform_device_count={device_count}')
-  command = [sys.executable, '-m', 'launch.train', f'--config={config}',
+  command = [sys.executable, '-m', 'ensembles.launch.train', f'--config={config}',
              f'--workdir={tmp_path / name}', *extra]
   return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
@@ -82,11 +82,11 @@ def test_two_processes_write_the_store_of_one(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize('script, env, expected', [
-    ('launch/slurm.sbatch', dict(CONFIG='configs/cifar10_paper.py', WORKDIR='/shared/run'),
-     'srun --kill-on-bad-exit=1 python -m launch.train --distributed '
-     '--config=configs/cifar10_paper.py --workdir=/shared/run'),
-    ('launch/tpu_pod.sh', dict(TPU_NAME='pod', ZONE='us-central2-b',
-                               CONFIG='configs/cifar10_paper.py', WORKDIR='/mnt/shared/run'),
+    ('ensembles/launch/slurm.sbatch', dict(CONFIG='ensembles/configs/cifar10_paper.py', WORKDIR='/shared/run'),
+     'srun --kill-on-bad-exit=1 python -m ensembles.launch.train --distributed '
+     '--config=ensembles/configs/cifar10_paper.py --workdir=/shared/run'),
+    ('ensembles/launch/tpu_pod.sh', dict(TPU_NAME='pod', ZONE='us-central2-b',
+                               CONFIG='ensembles/configs/cifar10_paper.py', WORKDIR='/mnt/shared/run'),
      'gcloud compute tpus tpu-vm ssh pod --zone=us-central2-b --worker=all'),
 ])
 def test_cluster_launchers_dry_run(script, env, expected):
@@ -94,10 +94,10 @@ def test_cluster_launchers_dry_run(script, env, expected):
                           env=dict(os.environ, DRY_RUN='1', **env), timeout=30)
   assert result.returncode == 0, result.stderr
   assert result.stdout.startswith(expected)
-  assert 'launch.train' in result.stdout and '--distributed' in result.stdout
+  assert 'ensembles.launch.train' in result.stdout and '--distributed' in result.stdout
 
 
 def test_cluster_launcher_without_config_says_what_is_missing():
-  result = subprocess.run(['bash', 'launch/slurm.sbatch'], cwd=ROOT, capture_output=True,
+  result = subprocess.run(['bash', 'ensembles/launch/slurm.sbatch'], cwd=ROOT, capture_output=True,
                           text=True, env=dict(os.environ, DRY_RUN='1'), timeout=30)
   assert result.returncode != 0 and 'set CONFIG' in result.stderr

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from analysis import geometry
+from ensembles.analysis import geometry
 
 # Share of the way from an architecture's waypoint toward a seed's random distribution.
 _SEED_NOISE = 0.08

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import analysis
-from analysis import distances
+from ensembles import analysis
+from ensembles.analysis import distances
 
 
 def reference_bhattacharyya(p, q):
@@ -192,7 +192,7 @@ _WORKER = r'''
 import sys
 import jax
 import numpy as np
-from analysis import distances
+from ensembles.analysis import distances
 
 inputs_path, out_path, max_block, chunk_bytes = sys.argv[1:5]
 counts = {1}  # Devices of the reference run; several processes have no device in common.

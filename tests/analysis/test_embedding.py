@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import analysis
-from analysis import embedding as embedding_lib
+from ensembles import analysis
+from ensembles.analysis import embedding as embedding_lib
 
 
 def squared_distances(x, y=None):

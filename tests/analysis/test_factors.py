@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-import analysis
-from analysis import factors
+from ensembles import analysis
+from ensembles.analysis import factors
 
 
 def hparams(**changes):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-import analysis
+from ensembles import analysis
 
 
 def theta(num_classes):

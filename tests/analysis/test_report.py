@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-import analysis
+from ensembles import analysis
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
@@ -77,9 +77,9 @@ def test_nan_in_a_member_marked_ok_is_refused(fake_store, tmp_path):
 def test_launch_script_prints_explained_stress(fake_store, tmp_path, monkeypatch, capsys):
   from absl.testing import flagsaver
 
-  import ensembles
-  from launch import analyze
-  monkeypatch.setattr(ensembles, 'load_trajectories', lambda workdir: fake_store())
+  from ensembles import store
+  from ensembles.launch import analyze
+  monkeypatch.setattr(store, 'load_trajectories', lambda workdir: fake_store())
   with flagsaver.flagsaver():
     analyze.FLAGS(['analyze', f'--workdir={tmp_path}', '--max_points=30'])
     analyze.main(['analyze'])

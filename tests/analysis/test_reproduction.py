@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import ensembles
-from analysis import reproduction
-from configs import reproduction as config_lib
+from ensembles.analysis import design
+from ensembles.reproduction import report as reproduction
+from ensembles.configs import reproduction as config_lib
 
 
 def _d_b_numpy(p_NxC: np.ndarray, q_NxC: np.ndarray) -> float:
@@ -38,7 +39,7 @@ def test_every_variant_changes_one_factor_of_its_base(arg, dataset, archs, num_v
     by_label.setdefault(label, []).append(m.to_dict())
   for (family, variant), runs in by_label.items():
     assert sorted(r['seed'] for r in runs) == list(config_lib.SEEDS), (family, variant)
-    base = by_label[family, reproduction.BASE][0]
+    base = by_label[family, design.BASE][0]
     differ = {k for k in base if k != 'seed' and base[k] != runs[0][k]}
     expected = {'base': set(), 'width': {'width'}, 'learning_rate': {'learning_rate'},
                 'nesterov': {'optimizer', 'nesterov'}, 'adam': {'optimizer', 'learning_rate'},
@@ -102,13 +103,13 @@ def test_factor_rows_match_brute_force():
   rng = np.random.default_rng(0)
   seeds = [0, 1, 2] * 3
   variants = ['base'] * 3 + ['width'] * 3 + ['adam'] * 3
-  labels = [reproduction.Label('mlp', v) for v in variants]
+  labels = [design.Label('mlp', v) for v in variants]
   d = rng.uniform(0.1, 1.0, (4, 9, 9))
   d = (d + d.transpose(0, 2, 1)) / 2
   d[:, 2, 5] = d[:, 5, 2] = np.nan   # a pair never comparable is left out
   d[:2, 6:, :] = d[:2, :, 6:] = np.nan  # the adam runs reach only the last two values
   d[0, 0, :] = d[0, :, 0] = np.nan  # a base run that starts late
-  rows = {r.factor: r for r in reproduction.factor_rows(d, labels, seeds, 'mlp')}
+  rows = {r.factor: r for r in design.factor_rows(d, labels, seeds, 'mlp')}
   base = [0, 1, 2]
   seed_pairs = list(itertools.combinations(base, 2))
   n, mean, ratio = _brute_force_stats(d, seed_pairs, seed_pairs)
@@ -131,7 +132,7 @@ def test_arch_rows_pool_seed_pairs_within_families():
   seeds = [0, 1] * 3
   d = rng.uniform(0.1, 1.0, (3, 6, 6))
   d = (d + d.transpose(0, 2, 1)) / 2
-  arch, seed = reproduction.arch_rows(d, families, seeds)
+  arch, seed = design.arch_rows(d, families, seeds)
   seed_pairs = [(0, 1), (2, 3), (4, 5)]
   across = [(i, j) for i, j in itertools.combinations(range(6), 2) if families[i] != families[j]]
   for same, stats in ((True, arch.same_seed), (False, arch.other_seed)):
@@ -149,10 +150,10 @@ def test_init_join_distance_to_base_mean_matches_numpy():
   reached = np.ones((num_e, num_g), bool)
   reached[4, 0] = reached[5, 0] = False  # the subset runs start later
   variants = np.asarray(['base', 'base', 'base', 'random_labels', 'subset', 'subset'])
-  cmp = reproduction.Compared(np.arange(num_e), np.linspace(0.1, 0.5, num_g), probs, reached,
+  cmp = design.Compared(np.arange(num_e), np.linspace(0.1, 0.5, num_g), probs, reached,
                               np.zeros((num_g, num_e, num_e)))
   start = rng.dirichlet(np.ones(num_c), (num_e, num_n)).astype(np.float32)
-  join = reproduction.init_join(cmp, variants, start, np.arange(num_e) / 10.0)
+  join = design.init_join(cmp, variants, start, np.arange(num_e) / 10.0)
   for g in range(num_g):
     mean = probs[:3, g].astype(np.float64).mean(axis=0)
     for v in ('base', 'random_labels', 'subset'):
@@ -168,9 +169,9 @@ def test_init_join_distance_to_base_mean_matches_numpy():
 
 def test_check_labels_names_the_member():
   members = [dict(width=4, seed=0), dict(width=4, seed=1)]
-  label = reproduction.Label('mlp', 'width')
+  label = design.Label('mlp', 'width')
   with pytest.raises(ValueError, match=r'member 0 .*width'):
-    reproduction.check_labels(members, [label, label], {label: dict(width=8)})
+    design.check_labels(members, [label, label], {label: dict(width=8)})
 
 
 # ----------------------------------------------------------------------------------------------

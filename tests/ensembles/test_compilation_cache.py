@@ -9,7 +9,7 @@ import jax
 import pytest
 
 import ensembles
-from ensembles import devices
+from ensembles.training import devices
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

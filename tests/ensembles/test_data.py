@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from ensembles import data
-from ensembles.datasets import builders
-from ensembles.datasets import external
+from ensembles.training import data
+from ensembles.training.datasets import builders
+from ensembles.training.datasets import external
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -103,7 +103,7 @@ def test_embedded_dataset_prepares_offline_in_fresh_dir_identically(
 def test_fresh_concurrent_subprocesses_prepare_identical_arrays(loaded, tmp_path):
   """Two new processes prepare mnist1d into one empty data_dir at once, then read it."""
   script = ('import sys, numpy as np\n'
-            'from ensembles import data\n'
+            'from ensembles.training import data\n'
             'ds = data.load_dataset("mnist1d", sys.argv[1])\n'
             'np.savez(sys.argv[2], x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,\n'
             '         y_test=ds.y_test, mean=ds.mean, std=ds.std)\n')

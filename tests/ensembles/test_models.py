@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ensembles.models import ARCHS, CONV_FORMULATIONS, ModelConfig, Network, build_network
-from ensembles.models import conv as conv_lib
+from ensembles.training.models import ARCHS, CONV_FORMULATIONS, ModelConfig, Network, build_network
+from ensembles.training.models import conv as conv_lib
 
 # XLA options for test compiles (see the module docstring).
 _FAST_COMPILE_OPTIONS = {
@@ -351,7 +351,7 @@ def test_networks_are_hashable_and_equal_when_built_equal():
 
 
 # ------------------------------------------------------------------------------------------
-# Convolution formulations (ensembles.models.conv) against a float64 NumPy reference.
+# Convolution formulations (ensembles.training.models.conv) against a float64 NumPy reference.
 
 # float32 sums of at most a few hundred products against float64: relative to the largest value.
 _CONV_RTOL = 1e-5

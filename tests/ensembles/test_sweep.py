@@ -6,7 +6,7 @@ import ml_collections
 import pytest
 
 import ensembles
-from ensembles import sweep as sweep_lib
+from ensembles.training import sweep as sweep_lib
 
 
 def _config(**sweep):

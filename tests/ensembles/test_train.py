@@ -14,47 +14,51 @@ import numpy as np
 import pytest
 
 import ensembles
-from ensembles import data as data_lib
-from ensembles import devices
-from ensembles import experiment
-from ensembles import record as record_lib
-from ensembles import store as store_lib
-from ensembles import sweep as sweep_lib
-from ensembles import train as train_lib
+from ensembles.training import data as data_lib
+from ensembles.training import devices
+from ensembles import store
+from ensembles.configs import common as config_common
+from ensembles.training import config as config_lib
+from ensembles.training import experiment
+from ensembles.training import periodic
+from ensembles.training import placement
+from ensembles.training import program as program_lib
+from ensembles.training import recording
+from ensembles.training import sweep as sweep_lib
 
 
 def test_recording_grid_dense_early_sparse_late():
-  cfg = record_lib.RecordConfig.from_config(record_lib.default_record_config())
-  grid = record_lib.recording_epochs(23, cfg)
+  cfg = config_lib.RecordConfig(**config_common.default_record_config())
+  grid = recording.recording_epochs(23, cfg)
   expected = ([0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75] + list(range(2, 10))
               + [10, 15, 20, 23])
   np.testing.assert_allclose(grid, expected)
   # 22 steps per epoch: quarter epochs round to whole steps; 0 and the last step present.
-  steps = record_lib.recording_steps(grid, 22)
+  steps = recording.recording_steps(grid, 22)
   assert steps[0] == 0 and steps[-1] == 23 * 22
   assert list(steps[:5]) == [0, 6, 11, 16, 22]  # round(5.5) = 6 (banker's: 5.5 -> 6)
   assert np.all(np.diff(steps) > 0)
 
 
 def test_recording_grid_short_run_and_fractional_epochs():
-  cfg = record_lib.RecordConfig.from_config(record_lib.default_record_config())
-  np.testing.assert_allclose(record_lib.recording_epochs(1, cfg), [0, 0.25, 0.5, 0.75, 1])
-  np.testing.assert_allclose(record_lib.recording_epochs(12, cfg)[-4:], [8, 9, 10, 12])
+  cfg = config_lib.RecordConfig(**config_common.default_record_config())
+  np.testing.assert_allclose(recording.recording_epochs(1, cfg), [0, 0.25, 0.5, 0.75, 1])
+  np.testing.assert_allclose(recording.recording_epochs(12, cfg)[-4:], [8, 9, 10, 12])
 
 
 def _cohort_program(data_dir, hparams):
   dataset = data_lib.load_dataset('digits', data_dir=data_dir)
   cohort = sweep_lib.make_cohorts(hparams)[0]
   assert cohort.size == len(hparams)
-  program = train_lib.CohortProgram.for_cohort(cohort, dataset.info, eval_batch_size=256)
+  program = program_lib.CohortProgram.for_cohort(cohort, dataset.info, eval_batch_size=256)
   return program, data_lib.to_device(dataset)
 
 
 def _train(program, dataset, hparams, num_steps, mesh):
   """Trains members with the ahead-of-time path that train_and_record uses."""
-  hp, dataset, probes = train_lib.place(
-      mesh, train_lib.member_hparams(hparams), dataset,
-      train_lib.make_probes(dataset, np.arange(10), np.arange(10)))
+  hp, dataset, probes = placement.place(
+      mesh, program_lib.member_hparams(hparams), dataset,
+      placement.make_probes(dataset, np.arange(10), np.arange(10)))
   compiled = program.compile(hp, dataset, probes, mesh)
   return compiled.train(compiled.init(hp), hp, dataset, num_steps)
 
@@ -91,7 +95,7 @@ def test_train_compiles_once_for_any_chunk_length(data_dir):
   members = _members(seed=(0, 1))
   program, dataset = _cohort_program(data_dir, members)
   mesh = devices.member_mesh()
-  hp, dataset, _ = train_lib.place(mesh, train_lib.member_hparams(members), dataset, None)
+  hp, dataset, _ = placement.place(mesh, program_lib.member_hparams(members), dataset, None)
   shardings = devices.member_shardings(jax.eval_shape(program.init, hp), mesh)
   # Chunks between recording times have many lengths; none may trigger a retrace.
   train = jax.jit(chex.assert_max_traces(program.train, n=1), out_shardings=shardings)
@@ -104,13 +108,13 @@ def test_train_compiles_once_for_any_chunk_length(data_dir):
 @pytest.mark.parametrize('eval_batch_size', [7, 23, 1024])
 def test_evaluate_in_batches_matches_one_forward_pass_per_member(data_dir, eval_batch_size):
   # 23 probes at 7 per batch: 4 batches of 6 (one padding row), not 4 of 7 (5 padding rows).
-  assert train_lib._split_batches(np.zeros((23, 2)), 7).shape == (4, 6, 2)
+  assert program_lib._split_batches(np.zeros((23, 2)), 7).shape == (4, 6, 2)
   members = _members(seed=(0, 1))
   program, dataset = _cohort_program(data_dir, members)
   program = dataclasses.replace(program, eval_batch_size=eval_batch_size)
-  hp = train_lib.member_hparams(members)
+  hp = program_lib.member_hparams(members)
   state = jax.jit(program.train)(jax.jit(program.init)(hp), hp, dataset, 5)
-  probes = train_lib.make_probes(dataset, np.arange(23), np.arange(11))
+  probes = placement.make_probes(dataset, np.arange(23), np.arange(11))
   evaluation = jax.jit(program.evaluate)(state, probes)
   for i in range(len(members)):
     member = jax.tree.map(lambda x: x[i], state.members)
@@ -125,7 +129,7 @@ def test_chunked_training_is_bit_identical_to_one_call(data_dir):
   members = _members(seed=(0, 1), augment=(True,))
   program, dataset = _cohort_program(data_dir, members)
   mesh = devices.member_mesh()
-  hp, dataset, _ = train_lib.place(mesh, train_lib.member_hparams(members), dataset, None)
+  hp, dataset, _ = placement.place(mesh, program_lib.member_hparams(members), dataset, None)
   init, train = jax.jit(program.init), jax.jit(program.train)
   whole = train(init(hp), hp, dataset, 54)
   chunked = init(hp)
@@ -139,11 +143,11 @@ def test_chunked_training_is_bit_identical_to_one_call(data_dir):
 def test_member_blocks_train_and_evaluate_like_one_vmap(data_dir):
   members = _members(seed=tuple(range(5)), learning_rate=(0.05,), augment=(False, True))
   program, dataset = _cohort_program(data_dir, members[:5])
-  assert program.member_block == train_lib.CPU_MEMBER_BLOCKS['mlp']
+  assert program.member_block == program_lib.CPU_MEMBER_BLOCKS['mlp']
   # 5 members in blocks of at most 2: 3 blocks of 2, the last filled up with a copy.
   one_vmap, blocks = (dataclasses.replace(program, member_block=b) for b in (0, 2))
-  hp = train_lib.member_hparams(members[:5])
-  probes = train_lib.make_probes(dataset, np.arange(30), np.arange(20))
+  hp = program_lib.member_hparams(members[:5])
+  probes = placement.make_probes(dataset, np.arange(30), np.arange(20))
   results = []
   for p in (one_vmap, blocks):
     state = jax.jit(p.train)(jax.jit(p.init)(hp), hp, dataset, 60)
@@ -177,11 +181,11 @@ def test_bfloat16_passes_with_float32_state(data_dir, arch):
   far apart they end up is the training's sensitivity to rounding, large for an early cnn)."""
   members = _members(seed=(0, 1), arch=(arch,))
   program, dataset = _cohort_program(data_dir, members)
-  hp = train_lib.member_hparams(members)
+  hp = program_lib.member_hparams(members)
   state = jax.jit(program.init)(hp)
-  probes = train_lib.make_probes(dataset, np.arange(200), np.arange(100))
+  probes = placement.make_probes(dataset, np.arange(200), np.arange(100))
   initial = np.asarray(jax.jit(program.evaluate)(state, probes).train_loss)
-  for dtype in train_lib.COMPUTE_DTYPES:
+  for dtype in config_lib.COMPUTE_DTYPES:
     p = dataclasses.replace(program, compute_dtype=dtype)
     text = str(jax.make_jaxpr(lambda s: p.train(s, hp, dataset, 2))(state))
     kinds = set(re.findall(r':(\w+)\[[^\]]*\] = (?:dot_general|conv_general_dilated)', text))
@@ -208,24 +212,24 @@ def test_compile_to_fit_halves_member_blocks_until_the_programs_fit(data_dir):
   program, dataset = _cohort_program(data_dir, members)
   program = dataclasses.replace(program, member_block=0)  # All 4 of a device at once.
   mesh = devices.member_mesh()
-  hp, dataset, probes = train_lib.place(
-      mesh, train_lib.member_hparams(members), dataset,
-      train_lib.make_probes(dataset, np.arange(200), np.arange(100)))
+  hp, dataset, probes = placement.place(
+      mesh, program_lib.member_hparams(members), dataset,
+      placement.make_probes(dataset, np.arange(200), np.arange(100)))
   need = {}  # XLA's analysis per block: a block's activations scale with its members.
   for block in (4, 2, 1):
     compiled = dataclasses.replace(program, member_block=block).compile(hp, dataset, probes, mesh)
-    need[block] = train_lib.peak_bytes(compiled)
+    need[block] = placement.peak_bytes(compiled)
   assert need[4] > need[2] > need[1]
 
   def fit(limit):
-    return train_lib.compile_to_fit(program, hp, dataset, probes, mesh, limit)[0]
+    return placement.compile_to_fit(program, hp, dataset, probes, mesh, limit)[0]
 
   assert fit(None).member_block == 0  # No limit (CPU): left as it is.
-  assert fit(need[4] / train_lib.MEMORY_FIT_FRACTION).member_block == 0
-  assert fit((need[2] + 1) / train_lib.MEMORY_FIT_FRACTION).member_block == 2
-  assert fit(need[1] / train_lib.MEMORY_FIT_FRACTION).member_block == 1
+  assert fit(need[4] / placement.MEMORY_FIT_FRACTION).member_block == 0
+  assert fit((need[2] + 1) / placement.MEMORY_FIT_FRACTION).member_block == 2
+  assert fit(need[1] / placement.MEMORY_FIT_FRACTION).member_block == 1
   with pytest.raises(ValueError, match='4 members per device need .* even one at a time'):
-    fit((need[1] - 1) / train_lib.MEMORY_FIT_FRACTION)
+    fit((need[1] - 1) / placement.MEMORY_FIT_FRACTION)
 
 
 def test_a_cohort_too_big_for_device_memory_trains_in_smaller_blocks(small_config, tmp_path,
@@ -237,19 +241,19 @@ def test_a_cohort_too_big_for_device_memory_trains_in_smaller_blocks(small_confi
   ensembles.train_and_record(config, reference)
   config.train.member_block = 1
   compiled, *_ = experiment.plan(config).compile_cohort(0, devices.member_mesh())
-  one_at_a_time = train_lib.peak_bytes(compiled)
+  one_at_a_time = placement.peak_bytes(compiled)
 
   def device_holds(limit):
     monkeypatch.setattr(devices, 'memory_limit_bytes', lambda mesh: limit)
 
-  device_holds(int(one_at_a_time / train_lib.MEMORY_FIT_FRACTION) - 1)
+  device_holds(int(one_at_a_time / placement.MEMORY_FIT_FRACTION) - 1)
   config.train.member_block = 2  # Set by the user: only a warning when it does not fit.
   with pytest.warns(UserWarning, match='member_block=2 needs .* it may run out of memory'):
     ensembles.train_and_record(config, str(tmp_path / 'warned'))
   config.train.member_block = 0  # Not set: fitted to the device.
   with pytest.raises(ensembles.ConfigError, match=r'cohort 0 \(.*\): 2 members per device'):
     ensembles.train_and_record(config, str(tmp_path / 'too_small'))
-  device_holds(int(one_at_a_time / train_lib.MEMORY_FIT_FRACTION) + 1)
+  device_holds(int(one_at_a_time / placement.MEMORY_FIT_FRACTION) + 1)
   capsys.readouterr()
   ensembles.train_and_record(config, str(tmp_path / 'fitted'))
   assert 'trains its members in blocks of 1 per device to fit' in capsys.readouterr().out
@@ -261,7 +265,7 @@ def test_cohort_without_augmentation_leaves_it_out(data_dir):
   members = _members(seed=(0, 1))
   program, dataset = _cohort_program(data_dir, members)
   assert not program.any_augment
-  hp = train_lib.member_hparams(members)
+  hp = program_lib.member_hparams(members)
   dataset = data_lib.to_device(dataset)
   states = [jax.jit(p.train)(jax.jit(p.init)(hp), hp, dataset, 30)
             for p in (program, dataclasses.replace(program, any_augment=True))]
@@ -293,11 +297,11 @@ def test_a_state_on_disk_implies_its_records_are(tmp_path):
   without the ordering every one of these records was still uncommitted when its state was.
   """
   members = 64
-  writer = record_lib.CohortWriter(str(tmp_path), 'float32', members)
+  writer = store.CohortWriter(str(tmp_path), 'float32', members)
   probs = jnp.asarray(np.random.default_rng(0).random((members, 20_000, 10), np.float32))
   state = types.SimpleNamespace(step=jnp.int32(5), diverged_at=jnp.full(members, -1))
   evaluation = types.SimpleNamespace(train_probs=probs, test_probs=probs[:, :100],
-                                     **{k: jnp.zeros(members) for k in record_lib.METRICS})
+                                     **{k: jnp.zeros(members) for k in store.METRICS})
   uncommitted = []
   for t in range(5):
     writer.write_record(t, state, evaluation)
@@ -313,13 +317,13 @@ def test_training_time_includes_waiting_for_the_last_writes(small_config, tmp_pa
                                                              monkeypatch):
   """The summary's wall time (and model-steps/s) counts the writes still pending at the end."""
   wait_s = 1.0
-  close = record_lib.CohortWriter.close
+  close = store.CohortWriter.close
 
   def slow_close(writer):
     time.sleep(wait_s)  # Stands in for Orbax finishing the last asynchronous writes.
     close(writer)
 
-  monkeypatch.setattr(record_lib.CohortWriter, 'close', slow_close)
+  monkeypatch.setattr(store.CohortWriter, 'close', slow_close)
   summary = ensembles.train_and_record(small_config(), str(tmp_path))
   (cohort,) = summary.cohorts
   assert cohort.train_seconds >= wait_s
@@ -381,7 +385,7 @@ def test_non_store_and_other_format_version_give_clear_errors(small_config, tmp_
   ensembles.train_and_record(small_config(), str(tmp_path))
   path = os.path.join(tmp_path, 'sweep.json')
   manifest = json.load(open(path))
-  manifest['format_version'] = store_lib.FORMAT_VERSION + 1
+  manifest['format_version'] = store.FORMAT_VERSION + 1
   json.dump(manifest, open(path, 'w'))
   with pytest.raises(ensembles.StoreError, match='format version 2'):
     ensembles.load_trajectories(str(tmp_path))
@@ -413,7 +417,7 @@ def _pretrained(data_dir, init, **hparams):
   program, dataset = _cohort_program(data_dir, members)
   program = dataclasses.replace(program, member_block=1)  # Pretrains in blocks of 1 member.
   mesh = devices.member_mesh(jax.devices()[:1])
-  hp, dataset, _ = train_lib.place(mesh, train_lib.member_hparams(members), dataset, None)
+  hp, dataset, _ = placement.place(mesh, program_lib.member_hparams(members), dataset, None)
   state = jax.jit(program.pretrain)(jax.jit(program.init)(hp), hp, dataset)
   return members, program, dataset, state
 
@@ -429,13 +433,13 @@ def test_random_labels_init_is_training_on_shuffled_labels(data_dir):
   fold = lambda key, stream: jax.random.fold_in(key, stream)
   for e, member in enumerate(members):
     key = jax.random.PRNGKey(member.seed)
-    pre_key = fold(key, train_lib._PRETRAIN_STREAM)
+    pre_key = fold(key, program_lib.PRETRAIN_STREAM)
     shuffle_N = data_lib.epoch_permutation(
-        fold(pre_key, train_lib._CHOICE_STREAM), 0, dataset.info.num_train)
+        fold(pre_key, program_lib.CHOICE_STREAM), 0, dataset.info.num_train)
     shuffled = dataset.replace(y_train=np.asarray(dataset.y_train)[np.asarray(shuffle_N)])
     plain = dataclasses.replace(member, init='default', schedule='constant')
     ref_program, _ = _cohort_program(data_dir, [plain])
-    hp = train_lib.member_hparams([plain]).replace(key=pre_key[None])
+    hp = program_lib.member_hparams([plain]).replace(key=pre_key[None])
     ref = jax.jit(ref_program.init)(hp.replace(key=key[None]))  # The member's own init.
     ref = jax.jit(ref_program.train)(ref, hp, shuffled, program.pretrain_steps)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a)[e], np.asarray(b)[0],
@@ -454,9 +458,9 @@ def test_subset_init_memorises_its_subset(data_dir):
   x_NxS = data_lib.normalize(dataset.x_train, dataset.mean, dataset.std)
   y_N = np.asarray(dataset.y_train)
   for e, member in enumerate(members):
-    pre_key = jax.random.fold_in(jax.random.PRNGKey(member.seed), train_lib._PRETRAIN_STREAM)
+    pre_key = jax.random.fold_in(jax.random.PRNGKey(member.seed), program_lib.PRETRAIN_STREAM)
     order_N = np.asarray(data_lib.epoch_permutation(
-        jax.random.fold_in(pre_key, train_lib._CHOICE_STREAM), 0, n))
+        jax.random.fold_in(pre_key, program_lib.CHOICE_STREAM), 0, n))
     params, model_state = jax.tree.map(lambda a: a[e], (state.members.params,
                                                         state.members.model_state))
     logits_NxC, _ = program.network.apply(params, model_state, x_NxS, train=False)
@@ -498,7 +502,7 @@ def test_states_between_distant_recordings_and_a_resume_from_one(small_config, t
   due, under its training step; a crash right after one resumes there, bit-identical."""
   config = small_config(epochs=16, seed=(0, 1))
   config.train.checkpoint_every_seconds = 0.0  # Every chance to save one is taken ...
-  monkeypatch.setattr(experiment, 'MIN_CHUNK_SECONDS', 0.0)  # ... at every epoch's end.
+  monkeypatch.setattr(periodic, 'MIN_CHUNK_SECONDS', 0.0)  # ... at every epoch's end.
   reference, resumed = str(tmp_path / 'reference'), str(tmp_path / 'resumed')
   ensembles.train_and_record(config, reference)
   spe = 1438 // 64  # digits' training examples per batch of 64
@@ -507,7 +511,7 @@ def test_states_between_distant_recordings_and_a_resume_from_one(small_config, t
   class Crash(Exception):
     pass
 
-  saved, write_state = [], record_lib.CohortWriter.write_state
+  saved, write_state = [], store.CohortWriter.write_state
 
   def crash_after_epoch_12(writer, step, state):
     write_state(writer, step, state)
@@ -516,7 +520,7 @@ def test_states_between_distant_recordings_and_a_resume_from_one(small_config, t
       raise Crash
 
   with monkeypatch.context() as patch:
-    patch.setattr(record_lib.CohortWriter, 'write_state', crash_after_epoch_12)
+    patch.setattr(store.CohortWriter, 'write_state', crash_after_epoch_12)
     with pytest.raises(Crash):
       ensembles.train_and_record(config, resumed)
   assert saved[-3:] == [10 * spe, 11 * spe, 12 * spe]
@@ -541,7 +545,7 @@ def test_pretrained_cohort_resumes_without_pretraining_again(small_config, tmp_p
   class Crash(Exception):
     pass
 
-  write_record = record_lib.CohortWriter.write_record
+  write_record = store.CohortWriter.write_record
 
   def crash_at_third(writer, t, *args):
     if t == 3:
@@ -549,7 +553,7 @@ def test_pretrained_cohort_resumes_without_pretraining_again(small_config, tmp_p
     return write_record(writer, t, *args)
 
   with monkeypatch.context() as patch:
-    patch.setattr(record_lib.CohortWriter, 'write_record', crash_at_third)
+    patch.setattr(store.CohortWriter, 'write_record', crash_at_third)
     with pytest.raises(Crash):
       ensembles.train_and_record(config, resumed)
   summary = ensembles.train_and_record(config, resumed)

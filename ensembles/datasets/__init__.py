@@ -1,6 +1,0 @@
-"""TFDS builders behind `ensembles.data`: embedded datasets and offline external preparation.
-
-`builders` registers the embedded datasets (`digits`, `mnist5k`, `mnist1d`) with TFDS on import;
-`external` prepares stock TFDS image datasets from hand-downloaded archives without TensorFlow.
-Use them through `ensembles.data.load_dataset`.
-"""

@@ -1,0 +1,61 @@
+"""Tests of ensembles.store.writer: records and states through Orbax, without the trainer."""
+
+import numpy as np
+import pytest
+
+from ensembles import store
+
+
+def _record(members: int, step: int, n: int = 6, c: int = 3, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  probs = lambda: rng.dirichlet(np.ones(c), size=(members, n)).astype(np.float32)  # noqa: E731
+  return dict(step=np.int32(step), diverged_at=np.full(members, -1, np.int32),
+              train_probs=probs(), test_probs=probs(),
+              **{k: rng.random(members).astype(np.float32) for k in store.METRICS})
+
+
+@pytest.mark.parametrize('dtype', store.STORAGE_DTYPES)
+def test_records_round_trip_without_padding_members(tmp_path, dtype):
+  directory = str(tmp_path / 'cohort')
+  writer = store.CohortWriter(directory, dtype, num_members=3)
+  written = [_record(members=4, step=10 * t, seed=t) for t in range(2)]  # One padding member.
+  for t, record in enumerate(written):
+    writer.write_record(t, record)
+  writer.close()
+  assert store.CohortWriter(directory, dtype, 3).recorded() == {0, 1}
+  for t, record in enumerate(written):
+    read = store.read_record(directory, t)
+    assert int(read['step']) == 10 * t
+    assert read['train_probs'].dtype == np.dtype(dtype) and read['train_probs'].shape == (3, 6, 3)
+    np.testing.assert_array_equal(read['train_probs'],
+                                  record['train_probs'][:3].astype(dtype))
+    np.testing.assert_array_equal(read['test_accuracy'], record['test_accuracy'][:3])
+
+
+def test_a_state_waits_for_the_records_and_restores_exactly(tmp_path):
+  directory = str(tmp_path / 'cohort')
+  writer = store.CohortWriter(directory, 'float32', num_members=2)
+  writer.write_record(0, _record(2, 0))
+  state = dict(step=np.asarray(7, np.int32), weights=np.arange(6, dtype=np.float32).reshape(2, 3))
+  writer.write_state(7, state)
+  writer.close()
+  reopened = store.CohortWriter(directory, 'float32', num_members=2)
+  assert reopened.latest_state_step() == 7 and reopened.recorded() == {0}
+  restored = reopened.restore_state(7, state)
+  np.testing.assert_array_equal(restored['weights'], state['weights'])
+  reopened.close()
+
+
+def test_a_record_without_every_array_is_refused(tmp_path):
+  writer = store.CohortWriter(str(tmp_path), 'float32', num_members=2)
+  record = _record(2, 0)
+  del record['test_loss']
+  with pytest.raises(store.StoreError, match='a record holds exactly'):
+    writer.write_record(0, record)
+  writer.close()
+  assert writer.recorded() == set()
+
+
+def test_an_unknown_storage_dtype_is_refused(tmp_path):
+  with pytest.raises(store.StoreError, match='accepted'):
+    store.CohortWriter(str(tmp_path), 'bfloat16', num_members=2)
