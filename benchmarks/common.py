@@ -25,8 +25,11 @@ PEAK_MATMUL_SIZE = 2048
 PEAK_MATMUL_REPEATS = 5
 # Packages whose versions a results table lists (absent ones are skipped).
 VERSIONED_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'torch')
+# The repository root: the benchmarks run from it as modules (``python -m benchmarks.train``),
+# and so do their children (``run_child``), so that ``benchmarks`` imports without a path hack.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Where the benchmarks write their markdown results (``<benchmark>_<host>.md``).
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+RESULTS_DIR = os.path.join(REPO_ROOT, 'benchmarks', 'results')
 
 # Line prefix of a child's JSON result on its stdout (other output may precede it).
 RESULT_PREFIX = 'BENCHMARK_RESULT '
@@ -109,37 +112,44 @@ def trainer_cohort(config, dataset, eval_batch_size: int, probe_size: int,
                    formulation: str | None = None):
   """The real trainer's compiled cohort for a one-cohort sweep, set up as ``experiment`` does.
 
+  Members are placed on the member mesh with ``placement.place_cohort`` and the program is
+  compiled with ``placement.compile_cohort`` (fitted to the devices' memory unless
+  ``config.train.member_block`` is set, as ``Plan.compile_cohort`` does).
+
   Args:
     config: a sweep config whose members form one cohort.
     dataset: its (host) dataset.
     eval_batch_size: probe examples evaluated at once.
     probe_size: the first ``probe_size`` test examples serve as both probe sets.
-    formulation: a convolution formulation to force (``ensembles.models.CONV_FORMULATIONS``);
-      None keeps the backend's default.
+    formulation: a convolution formulation to force
+      (``ensembles.training.models.CONV_FORMULATIONS``); None keeps the backend's default.
 
   Returns:
-    (program, compiled cohort, placed hparams, placed dataset, placed probes).
+    (program with the member block used, compiled cohort, placed inputs: ``placement.Placed``
+    with hp, dataset and probes).
   """
   import dataclasses
 
   import numpy as np
 
-  from ensembles import devices
-  from ensembles import sweep as sweep_lib
-  from ensembles import train as train_lib
+  from ensembles.training import devices
+  from ensembles.training import placement
+  from ensembles.training import sweep as sweep_lib
+  from ensembles.training.program import CohortProgram
 
   (cohort,) = sweep_lib.make_cohorts(sweep_lib.expand_members(config))
-  program = train_lib.CohortProgram.for_cohort(
-    cohort, dataset.info, eval_batch_size, compute_dtype=config.train.compute_dtype)
+  program = CohortProgram.for_cohort(
+    cohort, dataset.info, eval_batch_size, config.train.member_block,
+    compute_dtype=config.train.compute_dtype)
   if formulation:
     program = dataclasses.replace(
       program, network=program.network.with_conv_formulation(formulation))
   mesh = devices.member_mesh()
   probes = np.arange(probe_size)
-  hp, dataset, probes = train_lib.place(
-    mesh, train_lib.member_hparams(cohort.hparams, devices.padded_size(cohort.size, mesh)),
-    dataset, train_lib.make_probes(dataset, probes, probes))
-  return program, program.compile(hp, dataset, probes, mesh), hp, dataset, probes
+  placed = placement.place_cohort(mesh, cohort.hparams, dataset, probes, probes)
+  program, compiled = placement.compile_cohort(
+    program, placed, mesh, fit_memory=not config.train.member_block, where=cohort.describe())
+  return program, compiled, placed
 
 
 def trainer_timing(compiled, hp, dataset, spec: dict) -> tuple[Callable[[], object], dict]:
@@ -197,7 +207,7 @@ def host_kind() -> str:
 
 def environment_lines() -> list[str]:
   """Markdown bullet lines: date, machine, load, versions."""
-  from ensembles import devices
+  from ensembles.training import devices
 
   try:
     load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
@@ -236,13 +246,18 @@ def emit_result(result: dict) -> None:
 def run_child(
   argv: Sequence[str], timeout_s: float, env: dict[str, str] | None = None
 ) -> dict:
-  """Runs ``python argv...`` and returns the dict it emitted, or {'error': why}."""
+  """Runs ``python argv...`` in ``REPO_ROOT`` and returns the dict it emitted, or {'error': why}.
+
+  ``argv`` names a module (``['-m', 'benchmarks.train', '--child', spec]``); paths in it should
+  be absolute (the child runs in ``REPO_ROOT``).
+  """
   try:
     done = subprocess.run(
       [sys.executable, *argv],
       capture_output=True,
       text=True,
       timeout=timeout_s,
+      cwd=REPO_ROOT,
       env={**os.environ, **(env or {})},
     )
   except subprocess.TimeoutExpired:

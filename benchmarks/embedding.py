@@ -1,8 +1,10 @@
-r"""InPCA eigendecomposition time: ``analysis.inpca`` full (eigh) and top-k (Lanczos) paths.
+r"""InPCA eigendecomposition time: ``ensembles.analysis.inpca`` full (eigh) and top-k (Lanczos).
 
-  python benchmarks/embedding.py            # m = 2,000 and 8,000 points (~3-5 min on 2 cores)
-  python benchmarks/embedding.py --quick    # m = 300 and 600: a smoke test (seconds)
-  python benchmarks/embedding.py --m 4000 --methods topk
+  python -m benchmarks.embedding            # m = 2,000 and 8,000 points (~3-5 min on 2 cores)
+  python -m benchmarks.embedding --quick    # m = 300 and 600: a smoke test (seconds)
+  python -m benchmarks.embedding --m 4000 --methods topk
+
+Run from the repository root, with the package installed (``pip install -e .``).
 
 The input is a Bhattacharyya distance matrix of trajectory-like points (not random ones, whose
 flat spectrum would be the Lanczos solver's worst case): ``RUNS`` runs, each with its own
@@ -10,10 +12,10 @@ random logits L_r (N samples x C classes, standard normal), recorded at ``m / RU
 [0, ``MAX_TEMPERATURE``]: P = softmax(t L_r), from ignorance (t = 0) towards a run's own
 sharp predictions. Distances come from ``analysis.bhattacharyya`` (not timed).
 
-Each (m, method) runs in a fresh subprocess: an untimed call on a corner of D (library set-up), then
-``analysis.inpca(D, k, method)`` timed (``--repeats`` calls, median). Columns: seconds; ES_k, the explained stress of the k components; and, for
-top-k, the largest difference of its eigenvalues from the full solver's (relative to the
-largest |lambda|), where both ran.
+Each (m, method) runs in a fresh subprocess: an untimed call on a corner of D (library set-up),
+then ``analysis.inpca(D, k, method)`` timed (``--repeats`` calls, median). Columns: seconds;
+ES_k, the explained stress of the k components; and, for top-k, the largest difference of its
+eigenvalues from the full solver's (relative to the largest |lambda|), where both ran.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 POINTS = (2000, 8000)
 QUICK_POINTS = (300, 600)
@@ -54,7 +54,7 @@ def trajectory_distances(m: int):
   import jax
   import numpy as np
 
-  import analysis
+  from ensembles import analysis
 
   rng = np.random.default_rng(SEED)
   runs = min(RUNS, m)
@@ -69,7 +69,7 @@ def trajectory_distances(m: int):
 def _child(spec: dict) -> dict:
   import numpy as np
 
-  import analysis
+  from ensembles import analysis
 
   d_MxM = np.load(spec['input'])
   warm_up = d_MxM[:WARM_UP_POINTS, :WARM_UP_POINTS]
@@ -97,7 +97,7 @@ def _run(m: int, methods, repeats: int, workdir: str) -> dict:
   for method in methods:
     spec = dict(input=path, method=method, repeats=repeats)
     results[method] = common.run_child(
-      [os.path.abspath(__file__), '--child', json.dumps(spec)], CHILD_TIMEOUT_S)
+      ['-m', 'benchmarks.embedding', '--child', json.dumps(spec)], CHILD_TIMEOUT_S)
     status = results[method].get('error') or f"{results[method]['seconds']:.2f} s"
     print(f'  m={m} {method}: {status}', file=sys.stderr, flush=True)
   return results

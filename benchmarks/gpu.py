@@ -3,6 +3,8 @@ r"""Training throughput and MFU at GPU sizes: 32x32x3 inputs, up to 1,024 member
   bash benchmarks/gpu.sh                 # on a machine with an NVIDIA GPU (under 8 minutes)
   python -m benchmarks.gpu --dry-run     # the same code path at toy sizes on CPU (seconds)
 
+Run from the repository root (``gpu.sh`` changes to it), with the package installed.
+
 Offline by construction: the data are synthetic CIFAR-10-shaped arrays (50,000 train and
 10,000 test uint8 images 32x32x3 drawn uniformly, random labels 0-9, seeded), not CIFAR-10.
 Throughput does not depend on pixel values: the trainer has no data-dependent control flow
@@ -18,9 +20,11 @@ convolution) for comparison. The table so far is printed after every row, and th
 final one at the end, also when the run is interrupted (SIGTERM, Ctrl-C).
 
 Per row: build the trainer (``CohortProgram``, members sharded over every device), compile
-init, train and evaluate ahead of time (timed), then warm-up, calibration and ``REPEATS``
-timed chunks of about ``CHUNK_SECONDS`` of training (``common.calibrated_timing``); then
-``evaluate`` on the probes (median of ``REPEATS``), the recording path's cost. Columns:
+init, train and evaluate ahead of time (timed; ``placement.compile_cohort``, which halves the
+member block until XLA's memory analysis fits the device, as the trainer does: every attempt
+counts), then warm-up, calibration and ``REPEATS`` timed chunks of about ``CHUNK_SECONDS`` of
+training (``common.calibrated_timing``); then ``evaluate`` on the probes (median of
+``REPEATS``), the recording path's cost. Columns:
 
 - model-steps/s: members x steps / s.
 - TFLOP/s: model-steps/s x batch x 3 x ``Network.flops_per_example()`` (forward + backward
@@ -44,11 +48,9 @@ import signal
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 # The trainer benchmark's workloads, sweep and SGD settings, here on synthetic CIFAR-shaped data.
-from benchmarks.train import (  # noqa: E402
+from benchmarks.train import (
   LEARNING_RATE, MAX_SECONDS_PER_STEP, MOMENTUM, Workload, sweep_config)
 
 
@@ -84,7 +86,8 @@ GPU = Sizes(
     'resnet-cifar10': Workload('cifar10', 'resnet', width=1, depth=10, batch_size=64),
   },
   # Most useful first; the resnet at 1,024 members last: CPU's memory analysis of the same
-  # program puts it at ~170 GB (166 MB per member), so it should report out of memory.
+  # program puts it at ~170 GB (166 MB per member) in one block, so the trainer should train it
+  # in smaller member blocks (several compiles) or report that even one member does not fit.
   rows=(('cnn-cifar10', 64, 'auto', F32), ('cnn-cifar10', 256, 'auto', F32),
         ('cnn-cifar10', 1024, 'auto', F32), ('resnet-cifar10', 64, 'auto', F32),
         ('resnet-cifar10', 256, 'auto', F32),
@@ -131,7 +134,7 @@ def synthetic_dataset(num_train: int, num_test: int):
   """A CIFAR-10-shaped ``Dataset`` of seeded uniform uint8 images and random labels."""
   import numpy as np
 
-  from ensembles import data as data_lib
+  from ensembles.training import data as data_lib
 
   rng = np.random.default_rng(DATA_SEED)
   images = lambda n: rng.integers(0, 256, (n, *INPUT_SHAPE), dtype=np.uint8)  # noqa: E731
@@ -149,9 +152,11 @@ def synthetic_dataset(num_train: int, num_test: int):
 
 
 def _child(spec: dict) -> dict:
-  import ensembles  # noqa: F401  Before JAX starts (device setup).
   import jax
 
+  from ensembles.training import devices
+
+  devices.use_cpu_cores()  # Before JAX starts, as the launchers do (--dry-run: CPU devices).
   common.without_compilation_cache()
   result = dict(matmul_peak_gflops=common.jax_matmul_peak_gflops(spec['peak_matmul_size'],
                                                                  dtype=spec['dtype']),
@@ -161,7 +166,7 @@ def _child(spec: dict) -> dict:
   config = sweep_config(workload, spec['members'])
   config.train.compute_dtype = spec['dtype']
   formulation = None if spec['formulation'] == 'auto' else spec['formulation']
-  program, compiled, hp, dataset, probes = common.trainer_cohort(
+  program, compiled, (hp, dataset, probes) = common.trainer_cohort(
     config, synthetic_dataset(spec['num_train'], spec['num_test']), spec['eval_batch_size'],
     spec['probe_size'], formulation)
   state, timing = common.trainer_timing(compiled, hp, dataset, dict(
@@ -277,7 +282,7 @@ def main(argv=None) -> None:
                   chunk_seconds=sizes.chunk_seconds)
       row_started = time.monotonic()
       result = common.run_child(
-        [os.path.abspath(__file__), '--child', json.dumps(spec)],
+        ['-m', 'benchmarks.gpu', '--child', json.dumps(spec)],
         min(sizes.config_timeout_s, left), env)
       results[row] = result
       status = result.get('error') or f"{result['steps_per_s']:.0f} model-steps/s"

@@ -46,5 +46,5 @@ if [[ "$dry_run" == 0 ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 fi
 
-# SIGTERM at the limit: benchmarks/gpu.py then prints the rows it has (and kills its child).
-exec timeout --signal=TERM --kill-after=15 "$TOTAL_TIMEOUT_S" "$PYTHON" benchmarks/gpu.py "$@"
+# SIGTERM at the limit: benchmarks.gpu then prints the rows it has (and kills its child).
+exec timeout --signal=TERM --kill-after=15 "$TOTAL_TIMEOUT_S" "$PYTHON" -m benchmarks.gpu "$@"

@@ -1,8 +1,10 @@
-r"""Benchmark of the Bhattacharyya distance matrix (analysis.bhattacharyya) against NumPy.
+r"""The Bhattacharyya distance matrix (``ensembles.analysis.bhattacharyya``) against NumPy.
 
-  python benchmarks/gram.py            # m = 2,000 points, N = 1,797 samples, C = 10 (~5 min)
-  python benchmarks/gram.py --quick    # small smoke size (seconds)
-  python benchmarks/gram.py --methods jax --device_counts 1,2,4,8   # device scaling only
+  python -m benchmarks.gram            # m = 2,000 points, N = 1,797 samples, C = 10 (~5 min)
+  python -m benchmarks.gram --quick    # small smoke size (seconds)
+  python -m benchmarks.gram --methods jax --device_counts 1,2,4,8   # device scaling only
+
+Run from the repository root, with the package installed (``pip install -e .``).
 
 Each method runs in fresh subprocesses on the same seeded Dirichlet(1) input (float32, (m, N, C)
 NumPy array); JAX methods are called once to compile, then timed over --repeats calls (the
@@ -43,9 +45,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 # Samples per batched matmul in the NumPy baseline (as measured in NOTES.md).
 NUMPY_CHUNK = 8
@@ -97,13 +97,12 @@ def run_child(method: str, m: int, n: int, c: int, repeats: int, out_path: str |
   JAX methods are called once to compile, then ``repeats`` times; the NumPy baseline once. The
   JAX runtime is started on a tiny input first, so no measured call pays for its start-up.
   """
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   p = make_input(m, n, c)
   if method == 'numpy':
     compute = numpy_gram
     calls = 1
   else:
-    import analysis
+    from ensembles import analysis
     import jax
     assert len(jax.devices()) == _devices(method), (method, jax.devices())
     kwargs = dict(samples_per_log=1) if method == 'jax-log-each' else {}
@@ -132,13 +131,14 @@ def run_child(method: str, m: int, n: int, c: int, repeats: int, out_path: str |
 
 def _run(method: str, m: int, n: int, c: int, repeats: int, out: str | None,
          env: dict | None = None) -> dict:
-  cmd = [sys.executable, os.path.abspath(__file__), '--child', method, '--m', str(m), '--n',
+  cmd = [sys.executable, '-m', 'benchmarks.gram', '--child', method, '--m', str(m), '--n',
          str(n), '--c', str(c), '--repeats', str(repeats)] + (['--out', out] if out else [])
   env = dict(os.environ, **(env or {}))
   if method != 'numpy':
     env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
                         f' --xla_force_host_platform_device_count={_devices(method)}')
-  done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+  done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env,
+                        cwd=common.REPO_ROOT)
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -3,8 +3,9 @@ r"""Device scaling of the trainer: model-steps/s with the member axis over 1, 2,
   python -m benchmarks.scale                      # mlp on digits, E = 256, devices 1,2,4 (~3 min)
   python -m benchmarks.scale --rounds 1 --device_counts 1,2
 
-Each measurement is one child of ``benchmarks/train.py`` (its 'ensembles' method: the real
-trainer, built as ``experiment.train_and_record`` builds it, compile, calibration, median of
+Run from the repository root, with the package installed (``pip install -e .``). Each
+measurement is one child of ``benchmarks.train`` (its 'ensembles' method: the real trainer,
+placed and compiled as ``experiment.train_and_record`` does, compile, calibration, median of
 timed chunks), with ``XLA_FLAGS=--xla_force_host_platform_device_count=n``. Rounds go through
 the device counts in turn (1, 2, 4, 1, 2, 4, ...), so that a shared machine's load drifts over
 all of them alike; each count's median over the rounds is reported.
@@ -23,14 +24,11 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import time
 import types
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
-from benchmarks import train  # noqa: E402
+from benchmarks import common
+from benchmarks import train
 
 # The issue's goal: the 2-device rate over the 1-device rate.
 GOAL_SPEEDUP = 1.8
@@ -65,12 +63,12 @@ def main(argv=None) -> None:
                       help="markdown output (default benchmarks/results/scale_<host>.md; '-' "
                            'for none)')
   args = parser.parse_args(argv)
-  from ensembles import data as data_lib
+  from ensembles.training import data as data_lib
 
   counts = [int(x) for x in args.device_counts.split(',') if x]
   workload = train.WORKLOADS[args.workload]
   child_args = types.SimpleNamespace(
-      data_dir=args.data_dir or data_lib.default_data_dir(), quick=False,
+      data_dir=os.path.abspath(args.data_dir or data_lib.default_data_dir()), quick=False,
       chunk_seconds=train.CHUNK_SECONDS, repeats=args.repeats,
       max_seconds_per_step=train.MAX_SECONDS_PER_STEP, child_timeout=train.CHILD_TIMEOUT_S)
   data_lib.prepare_dataset(workload.dataset, child_args.data_dir)

@@ -1,9 +1,11 @@
 r"""Training throughput: ensembles' trainer against one-at-a-time JAX and two PyTorch ensembles.
 
-  python benchmarks/train.py                # the full table (about 25 min on 2 idle CPU cores)
-  python benchmarks/train.py --quick        # smoke sizes, under a minute
-  python benchmarks/train.py --conv         # conv formulations under vmap (cnn/resnet/convmixer)
-  python benchmarks/train.py --members 16,256 --workloads mlp-digits   # a subset
+  python -m benchmarks.train                # the full table (about 25 min on 2 idle CPU cores)
+  python -m benchmarks.train --quick        # smoke sizes, under a minute
+  python -m benchmarks.train --conv         # conv formulations under vmap (cnn/resnet/convmixer)
+  python -m benchmarks.train --members 16,256 --workloads mlp-digits   # a subset
+
+Run from the repository root, with the package installed (``pip install -e .[bench]``).
 
 Every measurement runs in a fresh subprocess: build, compile (timed), one step, then a
 calibration that doubles its step count until a call takes a quarter of a chunk (it also warms
@@ -15,9 +17,10 @@ Each child also measures the machine's float32 matmul peak just before it runs, 
 percentage uses that number (ratios within one run: the machine is shared and noisy).
 
 Methods (rows):
-  ensembles          the real trainer: ``ensembles.train.CohortProgram`` (vmap over members
-                     inside a ``fori_loop`` over steps), members from a sweep of seeds, data
-                     from ``ensembles.data.load_dataset``; everything it does per step counts
+  ensembles          the real trainer: ``ensembles.training.program.CohortProgram`` (vmap over
+                     members inside a ``fori_loop`` over steps), members from a sweep of seeds,
+                     placed and compiled by ``ensembles.training.placement``, data from
+                     ``ensembles.training.data.load_dataset``; everything it does per step counts
                      (batch gather, cosine schedule, label smoothing, the finite checks).
   jax-one-at-a-time  the same network trained alone with jit + ``lax.scan`` (SGD momentum, its
                      own batches); E models take E times as long, so its model-steps/s do not
@@ -56,9 +59,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +94,9 @@ RECORDING_VARIANTS = {
   'record.dtype=float16': dict(record=dict(dtype='float16')),
   'record.train_probe_size=359': dict(record=dict(train_probe_size=359)),
   'hparams.epochs=50': dict(epochs=50),
-  # configs/cifar10_paper.py's training length and recording grid (a test checks they still
-  # agree), with half of digits' 1,438 train examples as probes: the paper's every other one.
+  # ensembles/configs/cifar10_paper.py's training length and recording grid (a test checks
+  # they still agree), with half of digits' 1,438 train examples as probes: the paper's every
+  # other one.
   PAPER_SCHEDULE: dict(epochs=200, record=dict(dense_epochs=5, every_epoch_until=25,
                                                sparse_every=10, train_probe_size=719)),
 }
@@ -160,9 +162,9 @@ PROBE_SIZE = 256
 
 def sweep_config(workload: Workload, members: int):
   """A one-cohort sweep: ``members`` seeds of ``workload`` at the benchmarks' SGD settings."""
-  from ensembles import experiment
+  from ensembles.configs import common as config_common
 
-  config = experiment.default_config()
+  config = config_common.default_config()
   h = config.hparams
   h.dataset, h.arch, h.width, h.depth = (
     workload.dataset, workload.arch, workload.width, workload.depth)
@@ -177,23 +179,22 @@ def _trainer(spec: dict):
   """The real trainer's compiled cohort for this workload and E (``common.trainer_cohort``).
 
   Returns:
-    (program, compiled cohort, placed hparams, placed dataset).
+    (program, compiled cohort, placed inputs).
   """
-  from ensembles import data as data_lib
+  from ensembles.training import data as data_lib
 
   workload = Workload(**spec['workload'])
   dataset = data_lib.load_dataset(workload.dataset, data_dir=spec['data_dir'])
-  program, compiled, hp, dataset, _ = common.trainer_cohort(
+  return common.trainer_cohort(
     sweep_config(workload, spec['members']), dataset, EVAL_BATCH_SIZE,
     min(PROBE_SIZE, dataset.info.num_test), spec.get('formulation'))
-  return program, compiled, hp, dataset
 
 
 def _child_ensembles(spec: dict) -> dict:
   import jax
 
-  program, compiled, hp, dataset = _trainer(spec)
-  _, result = common.trainer_timing(compiled, hp, dataset, spec)
+  program, compiled, placed = _trainer(spec)
+  _, result = common.trainer_timing(compiled, placed.hp, placed.dataset, spec)
   result.update(compile_s=compiled.compile_seconds, devices=jax.device_count(),
                 flops_per_example=program.network.flops_per_example())
   return result
@@ -206,8 +207,8 @@ def _child_one_at_a_time(spec: dict) -> dict:
   import numpy as np
   import optax
 
-  from ensembles import data as data_lib
-  from ensembles import models as models_lib
+  from ensembles.training import data as data_lib
+  from ensembles.training import models as models_lib
 
   workload = Workload(**spec['workload'])
   dataset = data_lib.to_device(data_lib.load_dataset(workload.dataset, data_dir=spec['data_dir']))
@@ -264,7 +265,7 @@ def _child_torch(spec: dict) -> dict:
   import torch
 
   from benchmarks import train_torch
-  from ensembles import data as data_lib
+  from ensembles.training import data as data_lib
 
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)
@@ -301,10 +302,10 @@ def _child_recording(spec: dict) -> dict:
   """
   import jax
 
-  from ensembles import devices
-  from ensembles import experiment
-  from ensembles import record as record_lib
-  from ensembles import store as store_lib
+  from ensembles import store
+  from ensembles.training import devices
+  from ensembles.training import experiment
+  from ensembles.training.recording import recording_steps
 
   workload = Workload(**spec['workload'])
   config = sweep_config(workload, spec['members'])
@@ -314,13 +315,13 @@ def _child_recording(spec: dict) -> dict:
   config.record.update(spec.get('record', {}))
   with tempfile.TemporaryDirectory() as workdir:
     summary = experiment.train_and_record(config, workdir, overwrite=True)
-    records = os.path.join(store_lib.cohort_dir(workdir, 0), 'records')
+    records = os.path.join(store.cohort_dir(workdir, 0), 'records')
     written = sum(os.path.getsize(os.path.join(root, name))
                   for root, _, names in os.walk(records) for name in names)
   (cohort,) = summary.cohorts
   plan = experiment.plan(config)
-  steps = record_lib.recording_steps(plan.epochs_grid, plan.programs[0].steps_per_epoch)
-  compiled, hp, dataset, probes = plan.compile_cohort(0, devices.member_mesh())
+  steps = recording_steps(plan.epochs_grid, plan.programs[0].steps_per_epoch)
+  compiled, (hp, dataset, probes) = plan.compile_cohort(0, devices.member_mesh())
   state = compiled.init(hp)
   jax.block_until_ready(state)
   started = time.perf_counter()
@@ -340,14 +341,15 @@ def _child_recording(spec: dict) -> dict:
   evaluate_s = time.perf_counter() - started
   return dict(recordings=len(steps), steps=int(steps[-1]), record_train_s=cohort.train_seconds,
               pure_train_s=pure_s, evaluate_s=evaluate_s, written_bytes=written,
-              probes=sum(len(plan.probes[split]['indices']) for split in store_lib.SPLITS),
+              probes=sum(len(plan.probes[split]['indices']) for split in store.SPLITS),
               share=1 - pure_s / cohort.train_seconds,
               compile_s=cohort.compile_seconds)
 
 
 def child_main(spec: dict) -> None:
-  import ensembles  # noqa: F401  Before JAX starts: it exposes the CPU cores as devices.
+  from ensembles.training import devices
 
+  devices.use_cpu_cores()  # Before JAX starts, as the launchers do: one device per CPU core.
   common.without_compilation_cache()
   size = QUICK_PEAK_MATMUL_SIZE if spec.get('quick') else common.PEAK_MATMUL_SIZE
   result = dict(matmul_peak_gflops=common.jax_matmul_peak_gflops(size))
@@ -386,7 +388,7 @@ def measure(method, workload, members, args, **extra) -> dict:
     env['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                         f" --xla_force_host_platform_device_count={extra['devices']}")
   started = time.perf_counter()
-  result = common.run_child([os.path.abspath(__file__), '--child', json.dumps(spec)],
+  result = common.run_child(['-m', 'benchmarks.train', '--child', json.dumps(spec)],
                             args.child_timeout, env)
   label = method + ''.join(f'/{k}={v}' for k, v in extra.items() if v)
   if 'error' in result:
@@ -552,8 +554,8 @@ RECORDING_NOTE = (
   'Evaluations: the probes evaluated once per recording, alone. The rest: the Orbax writes '
   '(records, the final state; asynchronous, so they take cores from training) and the loop '
   'around them. Settings other than the defaults change one config value each, except the '
-  "paper's schedule: configs/cifar10_paper.py's training length and recording grid, and half "
-  "of the train set as probes (the paper's every other example).")
+  "paper's schedule: ensembles/configs/cifar10_paper.py's training length and recording grid, "
+  "and half of the train set as probes (the paper's every other example).")
 
 
 def _run_conv(args) -> str:
@@ -595,7 +597,8 @@ def main(argv=None) -> None:
   parser.add_argument('--workloads', type=lambda s: tuple(s.split(',')), default=None)
   parser.add_argument('--methods', type=lambda s: tuple(s.split(',')), default=METHODS)
   parser.add_argument('--data_dir', default=None,
-                      help='TFDS data dir (default: ensembles.data.default_data_dir())')
+                      help='TFDS data dir (default: '
+                           'ensembles.training.data.default_data_dir())')
   parser.add_argument('--repeats', type=int, default=REPEATS)
   parser.add_argument('--jobs', type=int, default=None,
                       help='children run at once (default 1; --quick: 2, its numbers are a '
@@ -624,9 +627,10 @@ def main(argv=None) -> None:
   args.max_seconds_per_step = MAX_SECONDS_PER_STEP
   args.max_members = {} if quick else MAX_MEMBERS
   args.recording_epochs = 1 if quick else None
-  from ensembles import data as data_lib
+  from ensembles.training import data as data_lib
 
-  args.data_dir = args.data_dir or data_lib.default_data_dir()
+  # Absolute: the children run in the repository root.
+  args.data_dir = os.path.abspath(args.data_dir or data_lib.default_data_dir())
   for workload in {w.dataset for w in workloads.values()}:
     data_lib.prepare_dataset(workload, args.data_dir)  # Once, before the children race.
 

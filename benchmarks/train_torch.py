@@ -1,11 +1,11 @@
 """PyTorch peers of benchmarks/train.py: the same MLP and All-CNN ensembles, three ways.
 
-Architectures follow ``ensembles.models.architectures`` (MLP: [Linear without bias + BatchNorm +
-ReLU] x depth + Linear; All-CNN: per block two 3x3 convs and a stride-2 3x3 conv, then a 3x3
-conv, a 1x1 conv and a 1x1 conv to the classes, global average pool; BatchNorm + ReLU after
-every conv but the last; PyTorch padding 1). Every member trains on its own batch with SGD
-momentum; the loss is the sum over members of each member's mean cross-entropy, so each
-member's gradient is its own.
+Architectures follow ``ensembles.training.models.architectures`` (MLP: [Linear without bias +
+BatchNorm + ReLU] x depth + Linear; All-CNN: per block two 3x3 convs and a stride-2 3x3 conv,
+then a 3x3 conv, a 1x1 conv and a 1x1 conv to the classes, global average pool; BatchNorm +
+ReLU after every conv but the last; PyTorch padding 1). Every member trains on its own batch
+with SGD momentum; the loss is the sum over members of each member's mean cross-entropy, so
+each member's gradient is its own.
 
   torch-func-vmap  torch.func.stack_module_state + vmap(grad(functional_call)); BatchNorm with
                    batch statistics only (track_running_stats=False: buffers cannot be updated

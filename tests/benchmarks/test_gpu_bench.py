@@ -57,9 +57,9 @@ def test_a_wheel_folder_without_wheels_is_refused(tmp_path):
 def test_a_failing_row_is_reported_and_the_table_still_printed(tmp_path):
   # Every row killed after 1 s (as a hung or out-of-memory config would end): rows with errors.
   done = subprocess.run(
-    [sys.executable, os.path.join(_ROOT, 'benchmarks', 'gpu.py'), '--dry-run',
-     '--config_timeout_s', '1', '--out', '-'],
-    capture_output=True, text=True, timeout=_TIMEOUT_S, cwd=tmp_path)
+    [sys.executable, '-m', 'benchmarks.gpu', '--dry-run', '--config_timeout_s', '1', '--out',
+     '-'],
+    capture_output=True, text=True, timeout=_TIMEOUT_S, cwd=_ROOT)
   assert done.returncode == 0, done.stderr[-3000:]
   _, *rows = _rows(done.stdout)
   assert len(rows) == 4

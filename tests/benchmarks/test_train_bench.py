@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/train.py --quick: every method runs and the tables come out.
+"""Smoke test of `python -m benchmarks.train --quick`: every method runs and the tables come out.
 
 A benchmark, not a timed test: nothing here asserts a wall time or a throughput.
 """
@@ -11,7 +11,6 @@ import sys
 import pytest
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_SCRIPT = os.path.join(_ROOT, 'benchmarks', 'train.py')
 # Generous: the smoke takes ~40 s on 2 idle cores; a loaded CI machine may need more.
 _TIMEOUT_S = 300
 
@@ -20,7 +19,8 @@ _TIMEOUT_S = 300
 def quick_table(data_dir, tmp_path_factory) -> str:
   out = tmp_path_factory.mktemp('bench') / 'train.md'
   done = subprocess.run(
-    [sys.executable, _SCRIPT, '--quick', '--data_dir', data_dir, '--out', str(out)],
+    [sys.executable, '-m', 'benchmarks.train', '--quick', '--data_dir', data_dir, '--out',
+     str(out)],
     capture_output=True, text=True, timeout=_TIMEOUT_S, cwd=_ROOT)
   assert done.returncode == 0, done.stderr[-3000:]
   text = out.read_text()
@@ -60,8 +60,8 @@ def test_quick_recording_share_is_a_fraction(quick_table):
 
 def test_the_paper_schedule_row_follows_the_paper_config(data_dir):
   from benchmarks import train as bench
-  from configs import cifar10_paper
-  from ensembles import data as data_lib
+  from ensembles.configs import cifar10_paper
+  from ensembles.training import data as data_lib
 
   paper = cifar10_paper.get_config()
   row = bench.RECORDING_VARIANTS[bench.PAPER_SCHEDULE]
