@@ -19,9 +19,9 @@ small matmuls. How it is computed here, and why (measurements in benchmarks/gram
   tiling. Memory per device: its tile sums (m m' / devices, about half that when symmetric), one
   chunk, and at the end the gathered tiles and D.
 * Each sample's coefficients come from one 2-D (block x C) @ (C x block) matmul (XLA's batched
-  matmul with K = C = 10 was 10x slower), and the log - up to 40% of the time in isolated
-  tile measurements when it runs once per (pair, sample) - runs once per ``SAMPLES_PER_LOG``
-  samples, on the product of their clipped coefficients (log(a b) = log a + log b).
+  matmul with K = C = 10 was far slower), and the log - a large share of the time when it runs
+  once per (pair, sample) - runs once per ``SAMPLES_PER_LOG`` samples, on the product of their
+  clipped coefficients (log(a b) = log a + log b). Measurements: benchmarks/README.md.
 
 Numerics: each coefficient is clipped to [BC_CLIP, 1] before the product. The lower clip bounds
 one sample's contribution to -log(BC_CLIP)/N (it only acts when two models put disjoint mass on

@@ -20,8 +20,9 @@ import scipy.sparse.linalg
 
 from ensembles.analysis import checks
 
-# Largest number of points for a full eigendecomposition (O(m^3): ~1.5 s at m = 2,000 on 2
-# cores, ~100 s at m = 8,000); above it only the top-k eigenpairs by magnitude are computed.
+# Largest number of points for a full eigendecomposition (O(m^3); timings in
+# benchmarks/results/embedding_cpu-2cores.md); above it only the top-k eigenpairs by magnitude
+# are computed.
 FULL_EIGH_MAX_POINTS = 4000
 
 # Components kept when k is None and the top-k solver is used (all m are kept otherwise).

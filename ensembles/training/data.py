@@ -7,7 +7,8 @@ first use. The external ones (`EXTERNAL_DATASETS`) must be prepared already, or 
 must sit in a manual directory (`ensembles.training.datasets.external`): nothing here downloads. To
 use CIFAR-10 offline, fetch `cifar-10-binary.tar.gz` by hand, put it in
 `<data_dir>/downloads/manual/cifar10/` (or pass `manual_dir=`), and load: the first load
-prepares it without TensorFlow (about 20 s on 2 CPU cores), later loads just read it.
+prepares it without TensorFlow (once: benchmarks/README.md, "Dataset loading, and small kernels"), later loads
+just read it.
 
 The whole training set then lives on the device (`to_device`) as stored: uint8 images, float32
 mnist1d signals. Inside the jitted, member-vmapped step each member gathers its own batch from
@@ -250,8 +251,7 @@ def epoch_permutation(key: jax.Array, epoch: jax.Array | int, num_examples: int)
 
   JAX shuffles by sorting (index, random key) pairs, in ``ceil(3 ln N / ln(2^32 - 1))``
   rounds of fresh keys. XLA's CPU sort of key-value pairs is slow, so for N <= 2^16 each
-  round runs as ``_stable_argsort`` instead (same order, 2.3-2.6x faster on CPU for
-  N = 1,438 to 60,000).
+  round runs as ``_stable_argsort`` instead (same order, faster on CPU: benchmarks/README.md).
   """
   key_epoch = jax.random.fold_in(key, epoch)
   if num_examples > _FAST_PERMUTATION_MAX:

@@ -5,8 +5,8 @@ grouped convolution (``feature_group_count`` = members x groups). Its backward p
 every backend we know of: on GPU it costs as much as the dense (ungrouped) convolution
 (jax-ml/jax#13800); on CPU, XLA has no fast kernel for grouped convolutions at all and emits
 naive loops, and inside a while loop (the trainer's ``fori_loop``) it does not even canonicalise
-the weight-gradient convolution of a plain conv. Measured on 2 CPU cores, 8x8 images, batch 64,
-16 -> 32 channels, 16 members, forward + backward: 3.5 s as a grouped conv, 0.11 s as im2col.
+the weight-gradient convolution of a plain conv (the grouped form is over an order of magnitude
+slower than im2col there: benchmarks/README.md).
 
 ``Convolution`` is a drop-in ``conv_general_dilated`` for ``flax.linen.Conv`` (same parameters,
 same initialisation, same arithmetic) that picks one of these formulations:
@@ -182,8 +182,8 @@ def _loops_well(
 
   Strided layers would need an input-dilated convolution for their input gradient, and layers
   whose output is smaller than the kernel get rewritten by XLA into a swapped form; XLA runs
-  both with a naive loop (measured: 1 ms per member for a 2x2x32 map, 16% of a whole training
-  step of a 2-block All-CNN on digits). 'member_loop' computes such layers with 'im2col'.
+  both with a naive loop, a visible share of a small All-CNN's step (benchmarks/README.md).
+  'member_loop' computes such layers with 'im2col'.
   """
   return all(s == 1 for s in strides) and all(
     _output_size(n, k, 1, p) >= k for n, k, p in zip(spatial, kernel, pads, strict=True)
