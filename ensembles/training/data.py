@@ -7,8 +7,8 @@ first use. The external ones (`EXTERNAL_DATASETS`) must be prepared already, or 
 must sit in a manual directory (`ensembles.training.datasets.external`): nothing here downloads. To
 use CIFAR-10 offline, fetch `cifar-10-binary.tar.gz` by hand, put it in
 `<data_dir>/downloads/manual/cifar10/` (or pass `manual_dir=`), and load: the first load
-prepares it without TensorFlow (once: benchmarks/README.md, "Dataset loading, and small kernels"), later loads
-just read it.
+prepares it without TensorFlow (once; timed in benchmarks/README.md), later loads just read
+it.
 
 The whole training set then lives on the device (`to_device`) as stored: uint8 images, float32
 mnist1d signals. Inside the jitted, member-vmapped step each member gathers its own batch from
@@ -130,7 +130,7 @@ def load_dataset(name: str, data_dir: str | None = None,
 
   Prepares it first if needed (`prepare_dataset`). An external dataset's load is spent
   decoding its PNGs with PIL (TFDS decodes with OpenCV instead when it is installed); load
-  times in benchmarks/README.md ("Dataset loading").
+  times in benchmarks/README.md ("Dataset loading, and small kernels").
 
   Args:
     name: one of DATASETS.
