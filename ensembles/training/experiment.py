@@ -117,7 +117,7 @@ class Plan:
                                     self.probes['test']['indices'])
     _, compiled = placement.compile_cohort(
         self.programs[c], placed, mesh, fit_memory=not self.train.member_block_set,
-        fresh=fresh, where=f'cohort {c + 1} ({cohort.describe()})')
+        fresh=fresh, where=f'cohort {c} ({cohort.describe()})')
     return compiled, placed
 
 
@@ -146,7 +146,7 @@ def plan(config: ml_collections.ConfigDict | ExperimentConfig) -> Plan:
           cfg.train.compute_dtype))
     except ValueError as e:
       raise ConfigError(
-          f'cohort {cohort.index + 1} ({cohort.describe()}, members {list(cohort.members)}): '
+          f'cohort {cohort.index} ({cohort.describe()}, members {list(cohort.members)}): '
           f'{e}') from e
   probes = {}
   for split, labels, size in (('train', dataset.y_train, cfg.record.train_probe_size),

@@ -96,7 +96,8 @@ def train_cohort(plan: Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
     else:
       state = writer.restore_state(latest, compiled.abstract_state)
       position = int(state.step.addressable_data(0))  # Replicated: every process has it.
-      first = workdir_lib.resume_index(steps, position, writer.recorded(), where,
+      first = workdir_lib.resume_index(steps, position, writer.recorded(),
+                                       f'cohort {c} ({cohort.describe()})',
                                        os.path.join(directory, 'records'))
       multihost.say(f'{where}: resuming at step {position}')
     resumed_from = None if latest is None else position
@@ -123,7 +124,7 @@ def train_cohort(plan: Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
           if stop or save:
             save_state()
           if stop:
-            raise Stopped(_stopped(where, position))
+            raise Stopped(_stopped(plan, c, position))
       evaluation = compiled.evaluate(state, placed.probes)
       if t not in recorded:  # Present after a crash between record and state writes.
         writer.write_record(t, record_arrays(state, evaluation))
@@ -135,7 +136,7 @@ def train_cohort(plan: Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
       if stop or save or last:
         save_state(now)
       if stop:
-        raise Stopped(_stopped(where, position))
+        raise Stopped(_stopped(plan, c, position))
       if log.due(now) or last:
         log.fire(now)
         rate = cohort.size * done_steps / max(now - started, 1e-9)
@@ -153,9 +154,9 @@ def train_cohort(plan: Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
                   resumed_from_step=resumed_from)
 
 
-def _stopped(where: str, position: int) -> str:
-  return (f'stopped on SIGTERM at step {position} of {where}, its state saved: rerun the same '
-          'command to resume.')
+def _stopped(plan: Plan, c: int, position: int) -> str:
+  return (f'stopped on SIGTERM at step {position} of cohort {c + 1}/{len(plan.cohorts)} '
+          f'({plan.cohorts[c].describe()}), its state saved: rerun the same command to resume.')
 
 
 def _summary(c: int, plan: Plan, steps: np.ndarray, final: dict[str, np.ndarray],
