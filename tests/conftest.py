@@ -4,6 +4,7 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
 import pytest
 
 # One compilation cache for this test session (and the processes it starts), not the user's:
@@ -60,3 +61,16 @@ def small_config(data_dir):
       config.sweep[name] = values
     return config
   return make
+
+
+def _d_b_numpy(p_NxC: np.ndarray, q_NxC: np.ndarray) -> float:
+  """Intensive Bhattacharyya distance in float64 NumPy (independent of analysis.distances)."""
+  p, q = np.asarray(p_NxC, np.float64), np.asarray(q_NxC, np.float64)
+  return float(-np.mean(np.log(np.sum(np.sqrt(p * q), axis=-1))))
+
+
+@pytest.fixture(scope='session')
+def d_b_numpy():
+  """``d_b_numpy(p_NxC, q_NxC)``: the intensive Bhattacharyya distance in float64 NumPy, a
+  reference independent of ``ensembles.analysis.distances``."""
+  return _d_b_numpy

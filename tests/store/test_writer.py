@@ -1,5 +1,8 @@
 """Tests of ensembles.store.writer: records and states through Orbax, without the trainer."""
 
+import os
+
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -59,3 +62,26 @@ def test_a_record_without_every_array_is_refused(tmp_path):
 def test_an_unknown_storage_dtype_is_refused(tmp_path):
   with pytest.raises(store.StoreError, match='accepted'):
     store.CohortWriter(str(tmp_path), 'bfloat16', num_members=2)
+
+
+def test_a_state_on_disk_implies_its_records_are(tmp_path):
+  """Resuming starts after the latest state: its records must have been committed before it.
+
+  Records much larger than the state commit later when both are written asynchronously;
+  without the ordering every one of these records was still uncommitted when its state was.
+  """
+  members = 64
+  writer = store.CohortWriter(str(tmp_path), 'float32', members)
+  probs = jnp.asarray(np.random.default_rng(0).random((members, 20_000, 10), np.float32))
+  # Device arrays, as the trainer's records are (``training.loop.record_arrays``).
+  record = dict(step=jnp.int32(5), diverged_at=jnp.full(members, -1), train_probs=probs,
+                test_probs=probs[:, :100], **{k: jnp.zeros(members) for k in store.METRICS})
+  uncommitted = []
+  for t in range(5):
+    writer.write_record(t, record)
+    writer.write_state(t, dict(w=jnp.zeros(3)))
+    writer._state.wait_until_finished()  # The state is on disk: a kill here ...
+    if not os.path.isdir(tmp_path / 'records' / str(t)):  # ... must find its record there.
+      uncommitted.append(t)
+  writer.close()
+  assert uncommitted == []

@@ -1,4 +1,5 @@
-"""Tests of ensembles.data: TFDS-backed loading, on-device batches, augmentation, probes."""
+"""Tests of ensembles.training.data and its datasets: TFDS-backed loading, on-device batches,
+augmentation, probes."""
 
 import gzip
 import io

@@ -1,4 +1,6 @@
-"""The persistent compilation cache of ``config.train.compilation_cache_dir``."""
+"""Tests of ensembles.training.devices: the persistent compilation cache of
+``config.train.compilation_cache_dir`` and the host tag naming it, and the member mesh (padding,
+shardings, placing arrays and reading them back)."""
 
 import json
 import os
@@ -6,9 +8,13 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from jax.sharding import PartitionSpec
 
 import ensembles
+from ensembles.configs import common as config_common
 from ensembles.training import devices
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -90,7 +96,7 @@ def test_an_unusable_default_cache_folder_only_warns(small_config, tmp_path, mon
   home.write_text('')  # A file where the home folder should be: ~/.cache cannot be created.
   monkeypatch.setenv('HOME', str(home))
   config = small_config()
-  assert config.train.compilation_cache_dir == devices.DEFAULT_COMPILATION_CACHE_DIR
+  assert config.train.compilation_cache_dir == config_common.DEFAULT_COMPILATION_CACHE_DIR
   with pytest.warns(UserWarning, match='Training without a compilation cache: '
                                        r'config.train.compilation_cache_dir=.* cannot be created'):
     ensembles.train_and_record(config, str(tmp_path / 'run'))
@@ -123,3 +129,50 @@ def test_cpuinfo_fields_are_read_by_name():
   with open('/proc/cpuinfo') as f:
     expected = next(line.split(':', 1)[1].strip() for line in f if line.startswith('flags'))
   assert devices._cpuinfo('flags') == expected and devices._cpuinfo('no such field') == ''
+
+
+@pytest.fixture
+def two_devices():
+  if len(jax.devices()) < 2:
+    pytest.skip('needs 2 devices (the tests expose one per CPU core)')
+  return jax.devices()[:2]
+
+
+def test_padded_size_is_the_next_multiple_of_the_mesh(two_devices):
+  one, two = devices.member_mesh(two_devices[:1]), devices.member_mesh(two_devices)
+  assert [devices.padded_size(n, one) for n in (0, 1, 2, 3, 7)] == [0, 1, 2, 3, 7]
+  assert [devices.padded_size(n, two) for n in (0, 1, 2, 3, 4, 5, 8)] == [0, 2, 2, 4, 4, 6, 8]
+
+
+def test_member_shardings_split_the_member_axis_and_replicate_scalars(two_devices):
+  mesh = devices.member_mesh(two_devices)
+  tree = dict(step=jnp.int32(3), w=jax.ShapeDtypeStruct((4, 3), jnp.float32),
+              nested=(np.zeros(4), np.zeros((4, 2, 5))))
+  shardings = devices.member_shardings(tree, mesh)
+  assert shardings['step'].spec == PartitionSpec()
+  for s in (shardings['w'], *shardings['nested']):
+    assert s.spec == PartitionSpec(devices.MEMBER_AXIS) and s.mesh == mesh
+  assert devices.replicated(mesh).spec == PartitionSpec()
+
+
+def test_put_and_to_host_round_trip_on_the_cpu_devices(two_devices):
+  mesh = devices.member_mesh(two_devices)
+  host = dict(step=np.int32(7), w=np.arange(24, dtype=np.float32).reshape(4, 3, 2),
+              alive=np.array([True, False, True, True]))
+  placed = devices.put(host, devices.member_shardings(host, mesh))
+  for k, x in placed.items():
+    assert isinstance(x, jax.Array) and x.sharding.mesh == mesh, k
+    np.testing.assert_array_equal(devices.to_host(x), host[k])
+    assert devices.to_host(x).dtype == host[k].dtype
+  # Members 0-1 on the first device, 2-3 on the second; the scalar on both.
+  shards = {s.device: np.asarray(s.data) for s in placed['w'].addressable_shards}
+  np.testing.assert_array_equal(shards[two_devices[0]], host['w'][:2])
+  np.testing.assert_array_equal(shards[two_devices[1]], host['w'][2:])
+  assert all(int(s.data) == 7 for s in placed['step'].addressable_shards)
+  assert len(placed['step'].addressable_shards) == 2
+  # One sharding for a whole tree: replicated on every device.
+  replicated = devices.put(host, devices.replicated(mesh))
+  for k, x in replicated.items():
+    assert len(x.addressable_shards) == 2
+    for s in x.addressable_shards:
+      np.testing.assert_array_equal(np.asarray(s.data), host[k])

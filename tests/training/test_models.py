@@ -1,6 +1,7 @@
-"""Tests for ensembles.models: every family on every supported input shape, vmap over members,
-init_scale, BatchNorm modes, FLOP counts against hand-computed closed forms, config errors, and
-every convolution formulation (forward and gradients under vmap) against a NumPy reference.
+"""Tests of ensembles.training.models: every family on every supported input shape, vmap over
+members, init_scale, BatchNorm modes, FLOP counts against hand-computed closed forms, config
+errors, and every convolution formulation (forward and gradients under vmap) against a NumPy
+reference.
 
 Speed: each (arch, input shape) compiles one function that does everything the per-case tests
 check, cached across tests; compiles use XLA backend optimisation level 0, which cuts CPU compile

@@ -1,4 +1,5 @@
-"""Sweep expansion, member order, cohorts and bad configs (no training)."""
+"""Tests of ensembles.training.sweep: sweep expansion, member order, cohorts and bad configs
+(no training)."""
 
 import itertools
 
@@ -6,6 +7,7 @@ import ml_collections
 import pytest
 
 import ensembles
+from ensembles.configs import common as config_common
 from ensembles.training import sweep as sweep_lib
 
 
@@ -29,7 +31,7 @@ def test_members_are_the_cartesian_product_in_documented_order():
 def test_empty_sweep_is_one_member_with_the_defaults():
   members = sweep_lib.expand_members(ensembles.default_config())
   assert len(members) == 1
-  assert members[0].to_dict() == dict(sweep_lib.default_hparams())
+  assert members[0].to_dict() == dict(config_common.default_hparams())
 
 
 def test_cohorts_group_by_program_shape_only():
