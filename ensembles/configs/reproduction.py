@@ -140,7 +140,7 @@ class SweepSpec(NamedTuple):
     epochs: training length of every member.
     train_probe_size: stratified training examples whose predictions are recorded.
     docs_tag: '' for digits; otherwise prefixes the report's figure names and suffixes its
-      numbers files (``analysis.reproduction``), so datasets do not overwrite each other.
+      numbers files (``ensembles.reproduction.report``), so datasets do not overwrite each other.
   """
   dataset: str
   families: dict[str, dict]
