@@ -1,5 +1,6 @@
 """Shared fixtures."""
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -74,3 +75,22 @@ def d_b_numpy():
   """``d_b_numpy(p_NxC, q_NxC)``: the intensive Bhattacharyya distance in float64 NumPy, a
   reference independent of ``ensembles.analysis.distances``."""
   return _d_b_numpy
+
+
+def locked_by_another(path: str) -> bool:
+  """Whether ``path`` holds an exclusive flock taken through another open file (flock conflicts
+  between two open files of one process too, so this sees a lock held by this process)."""
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return False
+  except BlockingIOError:
+    return True
+  finally:
+    os.close(fd)
+
+
+@pytest.fixture
+def is_locked():
+  """``locked_by_another``, for tests of the workdir lock."""
+  return locked_by_another

@@ -1,7 +1,6 @@
 """Reliability: diverging members, damaged stores, and kill-anywhere resume (real processes)."""
 
 import errno
-import fcntl
 import os
 import shutil
 import signal
@@ -109,30 +108,20 @@ def test_a_workdir_in_use_is_refused_and_left_alone(small_config, tmp_path):
   assert len(ensembles.load_trajectories(workdir).members) == 2
 
 
-def test_training_holds_its_workdir_until_it_returns(small_config, tmp_path, monkeypatch):
+def test_training_holds_its_workdir_until_it_returns(small_config, tmp_path, monkeypatch,
+                                                     is_locked):
   workdir = str(tmp_path / 'run')
-
-  def try_lock():
-    fd = os.open(workdir, os.O_RDONLY)  # Its own open file: flock conflicts in one process too.
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      return True
-    except BlockingIOError:
-      return False
-    finally:
-      os.close(fd)
-
   seen = []
   train_cohort = loop.train_cohort
 
   def checking(*args):
-    seen.append(try_lock())
+    seen.append(is_locked(workdir))
     return train_cohort(*args)
 
   monkeypatch.setattr(loop, 'train_cohort', checking)
   ensembles.train_and_record(small_config(arch=('mlp', 'cnn')), workdir)
-  assert seen == [False, False]
-  assert try_lock()
+  assert seen == [True, True]
+  assert not is_locked(workdir)
 
 
 def test_a_filesystem_without_locks_warns_and_trains(small_config, tmp_path, monkeypatch):

@@ -1,7 +1,6 @@
 """Tests of ensembles.training.workdir: the lock, the manifest check, the resume check."""
 
 import errno
-import fcntl
 import os
 
 import numpy as np
@@ -15,26 +14,15 @@ MANIFEST = dict(members=[dict(seed=0)], epochs=[0.0, 1.0], probes=dict(train_lab
                 record=dict(dtype='float32'), cohorts=[])
 
 
-def _locked_by_another(path: str) -> bool:
-  fd = os.open(path, os.O_RDONLY)  # Its own open file: flock conflicts within a process too.
-  try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return False
-  except BlockingIOError:
-    return True
-  finally:
-    os.close(fd)
-
-
-def test_hold_locks_the_directory_and_refuses_a_second_holder(tmp_path):
+def test_hold_locks_the_directory_and_refuses_a_second_holder(tmp_path, is_locked):
   path = str(tmp_path / 'run')
   with workdir_lib.hold(path):
     assert os.path.isdir(path) and os.listdir(path) == []  # No lock file is added.
-    assert _locked_by_another(path)
+    assert is_locked(path)
     with pytest.raises(ConfigError, match='in use by another training run'):
       with workdir_lib.hold(path):
         pass
-  assert not _locked_by_another(path)
+  assert not is_locked(path)
 
 
 def test_hold_without_working_locks_warns(tmp_path, monkeypatch):
