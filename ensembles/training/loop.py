@@ -79,8 +79,8 @@ def train_cohort(plan: Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
   steps = recording.recording_steps(plan.epochs_grid, program.steps_per_epoch)
   directory = store.cohort_dir(workdir, cohort.index)
   writer = store.CohortWriter(directory, plan.record.dtype, cohort.size)
-  latest = writer.latest_state_step()
-  if writer.recorded() >= set(range(len(steps))):  # Finished earlier: nothing to compile.
+  latest, recorded = writer.latest_state_step(), writer.recorded()
+  if recorded >= set(range(len(steps))):  # Finished earlier: nothing to compile.
     writer.close()
     final = store.read_record(directory, len(steps) - 1)
     multihost.say(f'{where}: finished earlier')
@@ -96,12 +96,11 @@ def train_cohort(plan: Plan, c: int, workdir: str, mesh: jax.sharding.Mesh,
     else:
       state = writer.restore_state(latest, compiled.abstract_state)
       position = int(state.step.addressable_data(0))  # Replicated: every process has it.
-      first = workdir_lib.resume_index(steps, position, writer.recorded(),
+      first = workdir_lib.resume_index(steps, position, recorded,
                                        f'cohort {c} ({cohort.describe()})',
                                        os.path.join(directory, 'records'))
       multihost.say(f'{where}: resuming at step {position}')
     resumed_from = None if latest is None else position
-    recorded = writer.recorded()
     started = clock()
     log = periodic.Every(plan.train.log_every_seconds, clock)
     checkpoint = periodic.Every(plan.train.checkpoint_every_seconds, clock)
