@@ -1,21 +1,39 @@
 """Reading a trajectories store: ``load_trajectories(workdir)`` and the ``TrajectoryStore``
 protocol, which is all the analysis knows about training.
 
+Opening a store reads its metadata only: the manifest, and the small arrays of every record
+(steps, metrics, divergence) - never a probability. Probabilities are read on demand, either
+all at once (``probs(split)``, for small stores) or in blocks of points (``block_plan`` and
+``read_block``, ``read_points``) that touch only the records they need, so a sweep of any size
+is mapped in bounded memory. Measured on a 2-core CPU (benchmarks/README.md, "Store reads"):
+one record of 250 members x 200 probes x 10 classes (float16) restores in ~8 ms and its small
+arrays alone in ~11 ms, so the layout of one Orbax checkpoint per cohort and recording time
+stays: a block of points costs one restore per (cohort, time) it spans.
+
 Records are restored as NumPy arrays, whatever devices and hosts wrote them, so a store written
-by a pod reads on a laptop; nothing here imports the trainer, Flax, Optax or TFDS.
+by a pod reads on a laptop; nothing here imports the trainer, Flax, Optax or TFDS. A store still
+being written (or whose training was killed) opens with ``allow_partial=True``: its missing
+points are listed in ``missing`` and masked in ``recorded``.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import orbax.checkpoint as ocp
 
 from ensembles.store.format import (METRICS, RECORD_ITEM, RECORD_KEYS, SPLITS, STATUS_DIVERGED,
                                     STATUS_OK, StoreError, cohort_dir, read_manifest)
+
+# The small arrays of a record, read when a store opens.
+METADATA_KEYS = ('step', 'diverged_at') + METRICS
+
+# Missing records of one cohort warned about one by one; the rest are counted in one warning.
+_WARNED_PER_COHORT = 5
 
 
 class TrajectoryStore(Protocol):
@@ -29,29 +47,56 @@ class TrajectoryStore(Protocol):
   def labels(self, split: str) -> np.ndarray: ...
 
 
-def read_record(directory: str, index: int) -> dict[str, np.ndarray]:
-  """Recording time ``index`` of the cohort stored in ``directory`` (see ``cohort_dir``)."""
-  with ocp.PyTreeCheckpointer() as checkpointer:
-    return _restore_record(checkpointer, directory, index)
+class BlockSpec(NamedTuple):
+  """Points of one block: members of one cohort (sweep indices) at some recording times."""
+  cohort: int
+  members: np.ndarray
+  times: np.ndarray
 
 
-def _restore_record(checkpointer: ocp.PyTreeCheckpointer, directory: str,
-                    index: int) -> dict[str, np.ndarray]:
-  """Reads recording time ``index`` of one cohort as NumPy arrays, whatever wrote it.
+class Block(NamedTuple):
+  """The recorded points of a block, member-major, and their probabilities.
+
+  Attributes:
+    members: (P,) sweep index of each point's member.
+    times: (P,) recording-time index of each point.
+    probs: (P, N, C) float32 probabilities on the split's probes.
+  """
+  members: np.ndarray
+  times: np.ndarray
+  probs: np.ndarray
+
+
+def _record_path(directory: str, index: int) -> str:
+  return os.path.join(directory, 'records', str(index), RECORD_ITEM)
+
+
+def _restore(checkpointer: ocp.PyTreeCheckpointer, directory: str, index: int,
+             keys: Sequence[str]) -> dict[str, np.ndarray]:
+  """Reads the arrays ``keys`` of recording time ``index`` of one cohort as NumPy arrays.
 
   Restoring as ``np.ndarray`` ignores the devices and hosts that saved the arrays, so a
-  store written by a pod reads on a laptop. Missing or torn → a clear ``StoreError``.
+  store written by a pod reads on a laptop; a partial restore reads only ``keys``' files.
+  Missing or torn -> a clear ``StoreError``.
   """
-  path = os.path.join(directory, 'records', str(index), RECORD_ITEM)
+  path = _record_path(directory, index)
   if not os.path.isdir(path):
     raise StoreError(f'recording step {index} is missing: {path} does not exist '
                      '(training unfinished, or the store was damaged).')
+  as_numpy = {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in keys}
   try:
-    as_numpy = {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in RECORD_KEYS}
-    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item={k: 0 for k in keys}, restore_args=as_numpy,
+        partial_restore=set(keys) != set(RECORD_KEYS)))
   except Exception as e:  # Orbax raises many types for torn files.
     raise StoreError(f'recording step {index} cannot be read from {path}: {e}') from e
-  return dict(restored)
+  return {k: restored[k] for k in keys}
+
+
+def read_record(directory: str, index: int) -> dict[str, np.ndarray]:
+  """Recording time ``index`` of the cohort stored in ``directory`` (see ``cohort_dir``)."""
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    return _restore(checkpointer, directory, index, RECORD_KEYS)
 
 
 class Trajectories:
@@ -60,11 +105,12 @@ class Trajectories:
   Attributes:
     members: each member's resolved hparams (dicts), in sweep order.
     epochs: (T,) recording times in epochs.
-    steps: (E, T) the step of each member at each recording time.
-    metrics: dict of (E, T) arrays: train/test loss and accuracy on the probes.
+    steps: (E, T) the step of each member at each recording time (-1: not recorded).
+    metrics: dict of (E, T) arrays: train/test loss and accuracy on the probes (NaN: missing).
     status: per member, ``STATUS_OK`` or ``STATUS_DIVERGED``.
     diverged_at: (E,) step at which a member diverged, -1 if it did not.
     num_classes: C.
+    recorded: (E, T) bool, the points whose record was read (all of them unless partial).
     missing: (cohort index, recording index) pairs skipped with ``allow_partial``.
   """
 
@@ -76,41 +122,114 @@ class Trajectories:
     self.epochs = np.asarray(manifest['epochs'], np.float64)
     self.num_classes: int = manifest['num_classes']
     self._probes = manifest['probes']
+    self._cohorts = {c['index']: np.asarray(c['members'], np.int64) for c in manifest['cohorts']}
     num, times = len(self.members), len(self.epochs)
     self.steps = np.full((num, times), -1, np.int64)
     self.metrics = {k: np.full((num, times), np.nan, np.float32) for k in METRICS}
+    self.recorded = np.zeros((num, times), bool)
     self.missing: list[tuple[int, int]] = []
     self.diverged_at = np.full((num,), -1, np.int64)
-    shapes = {s: (num, times, len(self._probes[f'{s}_labels']), self.num_classes)
-              for s in SPLITS}
-    probs = {s: np.full(shapes[s], np.nan, np.float32) for s in SPLITS}
-    checkpointer = ocp.PyTreeCheckpointer()
-    for cohort in manifest['cohorts']:
-      rows = np.asarray(cohort['members'])
-      directory = cohort_dir(workdir, cohort['index'])
+    self._checkpointer = ocp.PyTreeCheckpointer()
+    for cohort, rows in self._cohorts.items():
+      skipped = []
       for t in range(times):
         try:
-          record = _restore_record(checkpointer, directory, t)
+          record = self._read(cohort, t, METADATA_KEYS)
         except StoreError as e:
           if not allow_partial:
             raise StoreError(f'{e} Pass allow_partial=True to load the rest (the missing '
                              'points become NaN).') from e
-          warnings.warn(f'skipped: {e}', stacklevel=3)
-          self.missing.append((cohort['index'], t))
+          skipped.append(e)
+          self.missing.append((cohort, t))
           continue
+        self.recorded[rows, t] = True
         self.steps[rows, t] = record['step']
         for k in METRICS:
           self.metrics[k][rows, t] = record[k]
-        for s in SPLITS:
-          probs[s][rows, t] = record[f'{s}_probs']
         self.diverged_at[rows] = np.maximum(self.diverged_at[rows], record['diverged_at'])
-    checkpointer.close()
-    self._probs = probs
+      for e in skipped[:_WARNED_PER_COHORT]:
+        warnings.warn(f'skipped: {e}', stacklevel=3)
+      if len(skipped) > _WARNED_PER_COHORT:
+        warnings.warn(f'skipped {len(skipped) - _WARNED_PER_COHORT} more recording steps of '
+                      f'cohort {cohort}.', stacklevel=3)
     self.status = [STATUS_DIVERGED if d >= 0 else STATUS_OK for d in self.diverged_at]
+    self._probs: dict[str, np.ndarray] = {}
+
+  def _read(self, cohort: int, t: int, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    return _restore(self._checkpointer, cohort_dir(self.workdir, cohort), t, keys)
+
+  def num_probes(self, split: str = 'train') -> int:
+    return len(self._probes[f'{_check_split(split)}_labels'])
 
   def probs(self, split: str = 'train') -> np.ndarray:
-    """(E, T, N, C) float32 probabilities on the ``split`` probe set."""
-    return self._probs[_check_split(split)]
+    """(E, T, N, C) float32 probabilities on the ``split`` probe set (NaN where missing).
+
+    Reads every record once and keeps the result: for small stores. Large ones are read in
+    blocks (``block_plan``, ``read_block``).
+    """
+    if _check_split(split) not in self._probs:
+      shape = (*self.recorded.shape, self.num_probes(split), self.num_classes)
+      probs = np.full(shape, np.nan, np.float32)
+      for cohort, rows in self._cohorts.items():
+        for t in np.flatnonzero(self.recorded[rows[0]]) if len(rows) else ():
+          probs[rows, t] = self._read(cohort, t, (f'{split}_probs',))[f'{split}_probs']
+      self._probs[split] = probs
+    return self._probs[split]
+
+  def block_plan(self, max_points: int) -> list[BlockSpec]:
+    """Cuts the (members x times) grid into blocks of at most ``max_points`` points.
+
+    A block holds members of one cohort at consecutive recording times, so reading it
+    restores each of its (cohort, time) records once. The plan depends on the manifest alone
+    (missing points included), so it is the same on every process and on every reopening.
+    """
+    if max_points < 1:
+      raise ValueError(f'max_points={max_points}: a block holds at least 1 point.')
+    plan = []
+    num_times = len(self.epochs)
+    for cohort, rows in self._cohorts.items():
+      per_block = max(1, min(num_times, max_points // max(1, len(rows))))
+      member_chunk = max(1, max_points // per_block)
+      for start in range(0, num_times, per_block):
+        times = np.arange(start, min(start + per_block, num_times))
+        for first in range(0, len(rows), member_chunk):
+          plan.append(BlockSpec(cohort, rows[first:first + member_chunk], times))
+    return plan
+
+  def read_block(self, split: str, spec: BlockSpec) -> Block:
+    """The recorded points of one block of ``block_plan`` (missing ones left out)."""
+    recorded_ExT = self.recorded[np.ix_(spec.members, spec.times)]
+    members_P = np.repeat(spec.members, len(spec.times))[recorded_ExT.reshape(-1)]
+    times_P = np.tile(spec.times, len(spec.members))[recorded_ExT.reshape(-1)]
+    return Block(members_P, times_P, self.read_points(split, members_P, times_P))
+
+  def read_points(self, split: str, members: Any, times: Any) -> np.ndarray:
+    """(P, N, C) float32 probabilities of the points (members[i], times[i]).
+
+    Each record holding some of the points is restored once, whatever their order.
+
+    Raises:
+      ValueError: a point outside the grid or not recorded.
+    """
+    key = f'{_check_split(split)}_probs'
+    members_P, times_P = np.asarray(members, np.int64), np.asarray(times, np.int64)
+    num, num_times = self.recorded.shape
+    outside = (members_P < 0) | (members_P >= num) | (times_P < 0) | (times_P >= num_times)
+    if outside.any() or members_P.shape != times_P.shape:
+      raise ValueError(f'points must be (member, time) pairs inside ({num}, {num_times}).')
+    absent = ~self.recorded[members_P, times_P]
+    if absent.any():
+      i = int(np.flatnonzero(absent)[0])
+      raise ValueError(f'point (member {members_P[i]}, time {times_P[i]}) is not recorded.')
+    cohort_E = np.empty(num, np.int64)
+    position_E = np.empty(num, np.int64)
+    for cohort, rows in self._cohorts.items():
+      cohort_E[rows], position_E[rows] = cohort, np.arange(len(rows))
+    out = np.empty((len(members_P), self.num_probes(split), self.num_classes), np.float32)
+    for cohort, t in sorted(set(zip(cohort_E[members_P].tolist(), times_P.tolist()))):
+      here = np.flatnonzero((cohort_E[members_P] == cohort) & (times_P == t))
+      out[here] = self._read(cohort, t, (key,))[key][position_E[members_P[here]]]
+    return out
 
   def labels(self, split: str = 'train') -> np.ndarray:
     """(N,) int labels of the ``split`` probe set."""
@@ -132,12 +251,13 @@ def _check_split(split: str) -> str:
 
 
 def load_trajectories(workdir: str, allow_partial: bool = False) -> Trajectories:
-  """Reads a trajectories store.
+  """Opens a trajectories store: its metadata now, its probabilities when asked.
 
   Args:
     workdir: the directory given to ``train_and_record``.
     allow_partial: skip missing or unreadable recording times with a warning (their
-      probabilities, metrics and steps become NaN / -1) instead of raising.
+      probabilities, metrics and steps become NaN / -1, ``recorded`` is False there) instead of
+      raising: a store still being written opens this way.
 
   Returns:
     A ``Trajectories`` object.
