@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -184,6 +184,25 @@ def _hparam_columns(members: list[dict[str, Any]]) -> dict[str, tuple[pa.DataTyp
   return columns
 
 
+class _Share:
+  """The processes that make a map together, and this one's devices and blocks."""
+
+  def __init__(self, processes: list[int], devices: list[jax.Device]):
+    self._processes = processes
+    here = jax.process_index()
+    self.mine = [d for d in devices if d.process_index == here]
+
+  def blocks(self, num_blocks: int) -> list[int]:
+    """This process's blocks: every P-th one."""
+    rank, count = self._processes.index(jax.process_index()), len(self._processes)
+    return [b for b in range(num_blocks) if b % count == rank]
+
+  def wait(self, name: str) -> None:
+    """Waits for every process of the map (a no-op on one)."""
+    if len(self._processes) > 1:
+      multihost_utils.sync_global_devices(f'ensembles-map-{name}')
+
+
 class _MapDir:
   """The files of a map under ``outdir``: settings check, lock, fit, parts."""
 
@@ -211,8 +230,8 @@ class _MapDir:
     finally:
       os.close(held)
 
-  def settle(self) -> bool:
-    """Checks the map already there against this run's settings; True when it can resume.
+  def settle(self) -> None:
+    """Checks the map already there against this run's settings (resumable if they agree).
 
     Raises:
       ValueError: a map made with other settings or from another state of the store (and not
@@ -222,12 +241,12 @@ class _MapDir:
       if os.path.isdir(self.path(POINTS_DIR)) and os.listdir(self.path(POINTS_DIR)):
         raise ValueError(f'{self.path(POINTS_DIR)!r} holds files but {MAP_FILE} is missing: '
                          'not a map this package wrote; map into another directory.')
-      return False
+      return
     with open(self.path(MAP_FILE)) as f:
       old = json.load(f).get('settings', {})
     changed = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
     if not changed:
-      return True
+      return
     if not self._overwrite:
       first = changed[0]
       raise ValueError(
@@ -239,7 +258,6 @@ class _MapDir:
       if os.path.exists(self.path(name)):
         os.remove(self.path(name))
     shutil.rmtree(self.path(POINTS_DIR), ignore_errors=True)
-    return False
 
   def write_json(self, extra: dict[str, Any]) -> None:
     _atomic(self.path(MAP_FILE), lambda f: f.write(json.dumps(
@@ -292,7 +310,7 @@ def block_size(num_landmarks: int) -> int:
 def embed_trajectories(traj: TrajectoryStore, k: int = DEFAULT_COMPONENTS,
                        landmarks: int | None = None, split: str = 'train', *,
                        outdir: str | None = None, overwrite: bool = False,
-                       method: str = 'auto',
+                       method: str = 'auto', devices: Sequence[jax.Device] | None = None,
                        on_block: Callable[[int, int], None] | None = None
                        ) -> TrajectoryEmbedding:
   """Maps every recorded point of a sweep with (landmark) InPCA.
@@ -312,6 +330,10 @@ def embed_trajectories(traj: TrajectoryStore, k: int = DEFAULT_COMPONENTS,
       rerun resumes it.
     overwrite: replace a map in ``outdir`` made with other settings (else an error).
     method: eigensolver of the landmark fit (``embedding.inpca``).
+    devices: where the distances are computed (default: every device of every process). When
+      they span several processes, every one of them must make this call: each computes the
+      landmark fit, then places every P-th block on its own devices (``outdir`` required, on
+      a filesystem they share).
     on_block: called after each block with (points done, points to do) on this process.
 
   Returns:
@@ -323,6 +345,11 @@ def embed_trajectories(traj: TrajectoryStore, k: int = DEFAULT_COMPONENTS,
   """
   members = traj.members
   num_members, num_times = len(members), len(traj.epochs)
+  devices = jax.devices() if devices is None else list(devices)
+  processes = sorted({d.process_index for d in devices})
+  if len(processes) > 1 and not outdir:
+    raise ValueError(f'devices of {len(processes)} processes: give outdir, where they write '
+                     'their shares of the map.')
   ok_E = np.asarray([s != STATUS_DIVERGED for s in traj.status])
   if not ok_E.any():
     raise ValueError(f'all {num_members} members diverged: nothing to map.')
@@ -343,27 +370,31 @@ def embed_trajectories(traj: TrajectoryStore, k: int = DEFAULT_COMPONENTS,
                   landmarks=int(landmarks), method=method, blocks=len(plan),
                   store_state=_store_state(traj, recorded_ExT, split))
   map_dir = _MapDir(outdir, settings, overwrite) if outdir else None
-  leader = jax.process_index() == 0
+  leader = jax.process_index() == processes[0]
+  share = _Share(processes, devices)
   with map_dir.hold() if map_dir and leader else contextlib.nullcontext():
-    resumed = map_dir is not None and map_dir.settle()
-    if resumed and os.path.exists(map_dir.path(FIT_FILE)):
+    if map_dir and leader:
+      map_dir.settle()  # Refuses another map, or clears it with ``overwrite``.
+    share.wait('settled')
+    if map_dir and os.path.exists(map_dir.path(FIT_FILE)):
       fit, landmarks_L, geodesic_GxK = _load_fit(map_dir.path(FIT_FILE))
     else:
       landmarks_L = landmarks_lib.choose_landmarks(valid_ExT, landmarks)
       probs_LxNxC = reader.read_points(split, landmarks_L // num_times, landmarks_L % num_times)
       _check_finite(probs_LxNxC, landmarks_L // num_times, landmarks_L % num_times)
-      fit = landmarks_lib.fit_landmarks(probs_LxNxC, k, method)
+      fit = landmarks_lib.fit_landmarks(probs_LxNxC, k, method, devices)
       labels_N = np.asarray(traj.labels(split))
       geodesic_probs = geometry.geodesic(labels_N, probs_LxNxC.shape[-1],
                                          np.linspace(0.0, 1.0, GEODESIC_POINTS))
       geodesic_GxK = np.asarray(fit.project(np.asarray(
-          distances.bhattacharyya(geodesic_probs, probs_LxNxC))), np.float32)
+          distances.bhattacharyya(geodesic_probs, probs_LxNxC, devices=share.mine))), np.float32)
       if map_dir and leader:
         map_dir.write_json({})
         _save_fit(map_dir.path(FIT_FILE), fit, landmarks_L, geodesic_GxK)
       del probs_LxNxC
+    share.wait('fit')  # The leader wrote the fit before anyone writes a part.
     coords_PxK = _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir,
-                              on_block)
+                              share, on_block)
     if map_dir and leader:
       map_dir.write_json(dict(complete=True, points=num_members * num_times,
                               placed=int(valid_ExT.sum()), left_out=left_out))
@@ -382,7 +413,8 @@ def _check_finite(probs_PxNxC: np.ndarray, members_P: np.ndarray, times_P: np.nd
                      'or retrain it.')
 
 
-def _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir, on_block) -> np.ndarray:
+def _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir, share,
+                 on_block) -> np.ndarray:
   """Places every block (this process's share), writing parts; returns all coordinates."""
   num_members, num_times = valid_ExT.shape
   k = fit.eigenvalues.shape[0]
@@ -393,7 +425,7 @@ def _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir
   basis = (jnp.asarray(fit.column_means, jnp.float32), jnp.float32(fit.grand_mean),
            jnp.asarray(_basis(fit), jnp.float32))
   columns = _Columns(traj, landmark_P, valid_ExT, k)
-  mine = [b for b in range(len(plan)) if b % jax.process_count() == jax.process_index()]
+  mine = share.blocks(len(plan))
   todo = sum(int(valid_ExT[np.ix_(plan[b][0], plan[b][1])].sum()) for b in mine)
   done = 0
   for b in mine:
@@ -408,7 +440,7 @@ def _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir
       points = flat[valid]
       probs_BxNxC = reader.read_points(split, points // num_times, points % num_times)
       _check_finite(probs_BxNxC, points // num_times, points % num_times)
-      d_BxL = distances.bhattacharyya(probs_BxNxC, probs_LxNxC, devices=jax.local_devices())
+      d_BxL = distances.bhattacharyya(probs_BxNxC, probs_LxNxC, devices=share.mine)
       coords_PxK[points] = np.asarray(_place(d_BxL, *basis))
       progress_B = geometry.progress(probs_BxNxC, np.asarray(traj.labels(split)))
       done += len(points)
@@ -420,8 +452,7 @@ def _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir
     if on_block:
       on_block(done, todo)
   if map_dir:
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices('ensembles-map-projected')
+    share.wait('projected')
     coords_PxK = _read_coords(map_dir, coords_PxK.shape)
   return coords_PxK
 

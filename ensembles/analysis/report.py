@@ -12,14 +12,30 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ensembles.analysis import factors
+from ensembles.analysis import mapping
 from ensembles.analysis import plots
 from ensembles.analysis import summary as summary_lib
+from ensembles.store.format import STATUS_DIVERGED
 
 if TYPE_CHECKING:
+  from collections.abc import Callable
+
   from ensembles.store import TrajectoryStore
 
 # Explained stress values printed: ES_1..ES_5.
 REPORTED_COMPONENTS = 5
+
+# Trajectories drawn in the pictures of a map with more points than ``summarize`` embeds (a
+# scatter of 10^6 points is unreadable): members evenly spaced through the sweep order, each
+# with every point it has.
+MAX_DRAWN_MEMBERS = 200
+
+# Most bytes of float32 probabilities read whole for the comparisons at equal progress; above
+# it they run on members evenly spaced through the sweep order.
+MAX_COMPARED_BYTES = 2**29
+
+# Where analyze_trajectories writes the map of every point (mapping.embed_trajectories).
+MAP_DIR = 'map'
 
 
 class AnalysisSummary(NamedTuple):
@@ -62,7 +78,8 @@ class AnalysisSummary(NamedTuple):
             'Wrote: ' + ', '.join(self.files)]
 
 
-def write_analysis(analysis: summary_lib.Analysis, outdir: str, color_by: str = 'arch') -> list[str]:
+def write_analysis(analysis: summary_lib.Analysis, outdir: str,
+                   color_by: str = 'arch') -> list[str]:
   """Writes the arrays, tables and pictures of ``analysis`` under ``outdir``; returns the paths.
 
   Files: ``embedding.npz`` (coords, eigenvalues, explained_stress, and per point: member,
@@ -91,29 +108,109 @@ def write_analysis(analysis: summary_lib.Analysis, outdir: str, color_by: str = 
   with open(path('factors.md'), 'w') as f:
     f.write(cmp.table.to_markdown())
   files = ['embedding.npz', 'equal_progress.npz', 'factors.csv', 'factors.md']
-  common = dict(coords=fit.coords, member=emb.member_P, order=emb.checkpoint_P,
+  files += _draw(outdir, fit.coords, emb.member_P, emb.checkpoint_P, members, color_by, refs,
+                 fit.eigenvalues, fit.explained_stress,
+                 title=f'InPCA of {len(members)} trajectories ({split})')
+  return [path(f) for f in files]
+
+
+def _draw(outdir: str, coords_PxK: np.ndarray, member_P: np.ndarray, order_P: np.ndarray,
+          members: list[dict], color_by: str, refs: plots.References, eigenvalues: np.ndarray,
+          explained_stress: np.ndarray, title: str) -> list[str]:
+  """The pictures of an embedding: 2-D, 3-D (PNG and HTML) and the explained stress."""
+  path = lambda name: os.path.join(outdir, name)  # noqa: E731
+  common = dict(coords=coords_PxK, member=member_P, order=order_P,
                 member_values=[hp[color_by] for hp in members], color_by=color_by,
-                references=refs, title=f'InPCA of {len(members)} trajectories ({split})')
-  plots.plot_embedding(path('embedding_2d.png'), **common, eigenvalues=fit.eigenvalues, dims=2)
-  files.append('embedding_2d.png')
-  if fit.coords.shape[1] >= 3:
-    plots.plot_embedding(path('embedding_3d.png'), **common, eigenvalues=fit.eigenvalues, dims=3)
+                references=refs, title=title)
+  plots.plot_embedding(path('embedding_2d.png'), **common, eigenvalues=eigenvalues, dims=2)
+  files = ['embedding_2d.png']
+  if coords_PxK.shape[1] >= 3:
+    plots.plot_embedding(path('embedding_3d.png'), **common, eigenvalues=eigenvalues, dims=3)
     hover = [', '.join(f'{k}={v}' for k, v in hp.items()) for hp in members]
     plots.write_embedding_html(path('embedding_3d.html'), **common, hover=hover)
     files += ['embedding_3d.png', 'embedding_3d.html']
-  plots.plot_explained_stress(path('explained_stress.png'), fit.explained_stress,
-                              fit.eigenvalues, title=common['title'])
-  files.append('explained_stress.png')
-  return [path(f) for f in files]
+  plots.plot_explained_stress(path('explained_stress.png'), explained_stress, eigenvalues,
+                              title=title)
+  return files + ['explained_stress.png']
+
+
+def _draw_map(the_map: mapping.TrajectoryEmbedding, traj: TrajectoryStore, outdir: str,
+              color_by: str, notes: list[str]) -> list[str]:
+  """The pictures drawn from the map: up to MAX_DRAWN_MEMBERS trajectories, every point."""
+  placed_ExT = the_map.placed.reshape(-1, the_map.num_times)
+  drawable = np.flatnonzero(placed_ExT.any(axis=1))
+  drawn = np.unique(drawable[np.linspace(0, len(drawable) - 1, min(
+      MAX_DRAWN_MEMBERS, len(drawable))).round().astype(int)])
+  if len(drawn) < len(drawable):
+    notes.append(f'Pictures: {len(drawn)} of {len(drawable)} trajectories drawn, evenly '
+                 f'through the sweep order; every point is in {MAP_DIR}/points.')
+  member_P, order_P = np.nonzero(placed_ExT[drawn])
+  points_P = drawn[member_P] * the_map.num_times + order_P
+  refs = plots.References(the_map.geodesic[0], the_map.geodesic[-1], the_map.geodesic)
+  members = [traj.members[e] for e in drawn]
+  files = _draw(outdir, the_map.coords[points_P], member_P, order_P, members, color_by, refs,
+                the_map.eigenvalues, the_map.explained_stress,
+                title=f'InPCA map of {int(the_map.placed.sum())} points ({the_map.split})')
+  return [os.path.join(outdir, f) for f in files]
+
+
+class _Subset:
+  """Some members of a store at the recording times all of them have, read whole."""
+
+  def __init__(self, traj: TrajectoryStore, rows: np.ndarray, times: np.ndarray):
+    self.members = [traj.members[e] for e in rows]
+    self.epochs = np.asarray(traj.epochs)[times]
+    self.status = [traj.status[e] for e in rows]
+    self._traj, self._rows, self._times = traj, rows, times
+
+  def probs(self, split: str) -> np.ndarray:
+    members_P = np.repeat(self._rows, len(self._times))
+    probs_PxNxC = self._traj.read_points(split, members_P, np.tile(self._times, len(self._rows)))
+    return probs_PxNxC.reshape(len(self._rows), len(self._times), *probs_PxNxC.shape[1:])
+
+  def labels(self, split: str) -> np.ndarray:
+    return self._traj.labels(split)
+
+
+def _compared_view(traj: TrajectoryStore, split: str, notes: list[str]):
+  """(the store or a _Subset of it that fits MAX_COMPARED_BYTES, original index of each
+  member of the view): the members compared at equal progress, at times every one has."""
+  recorded = getattr(traj, 'recorded', None)
+  if recorded is None:  # An in-memory store: used whole.
+    return traj, np.arange(len(traj.members))
+  ok = np.flatnonzero([s != STATUS_DIVERGED for s in traj.status])
+  times = np.flatnonzero(recorded[ok].all(axis=0)) if len(ok) else np.arange(0)
+  point_bytes = 4 * traj.num_probes(split) * traj.num_classes
+  fits = max(1, MAX_COMPARED_BYTES // max(1, point_bytes * len(times)))
+  if len(ok) <= fits and len(times) == recorded.shape[1] and len(ok) == len(traj.members):
+    return traj, np.arange(len(traj.members))
+  if not len(times):
+    raise ValueError('no recording time is recorded for every member that did not diverge: '
+                     'nothing to compare at equal progress yet.')
+  rows = np.unique(ok[np.linspace(0, len(ok) - 1, min(fits, len(ok))).round().astype(int)])
+  if len(times) < recorded.shape[1]:
+    notes.append(f'Compared at equal progress: the {len(times)} of {recorded.shape[1]} '
+                 'recording times recorded for every member (the store is partial).')
+  if len(rows) < len(ok):
+    notes.append(f'Compared at equal progress: {len(rows)} of {len(ok)} members, evenly '
+                 'through the sweep order (their probabilities are read whole).')
+  return _Subset(traj, rows, times), rows
 
 
 def analyze_trajectories(traj: TrajectoryStore, outdir: str, split: str = 'train',
                          color_by: str = 'arch', max_points: int = summary_lib.DEFAULT_MAX_POINTS,
                          num_components: int = summary_lib.DEFAULT_COMPONENTS,
-                         grid_size: int = summary_lib.DEFAULT_GRID_SIZE) -> AnalysisSummary:
-  """Embeds, compares and plots the trajectories of a store; writes everything to outdir.
+                         grid_size: int = summary_lib.DEFAULT_GRID_SIZE,
+                         landmarks: int | None = None, overwrite: bool = False,
+                         on_block: Callable[[int, int], None] | None = None) -> AnalysisSummary:
+  """Maps, compares and plots the trajectories of a store; writes everything to outdir.
 
-  Files: see ``write_analysis``.
+  Every recorded point of every member that did not diverge is placed in the map
+  (``mapping.embed_trajectories``, written to ``outdir/map``: a full InPCA up to
+  ``mapping.LANDMARK_THRESHOLD`` points, landmarks above); ``summarize`` compares the members
+  at equal progress (on members and times that fit, see ``MAX_COMPARED_BYTES``). Where the map
+  holds more points than ``summarize`` embeds, the pictures and the printed explained stress
+  come from the map. Files: see ``write_analysis`` and ``mapping``.
 
   Example:
     >>> summary = analysis.analyze_trajectories(ensembles.load_trajectories(workdir),
@@ -121,13 +218,17 @@ def analyze_trajectories(traj: TrajectoryStore, outdir: str, split: str = 'train
     >>> print('\\n'.join(summary.lines()))
 
   Args:
-    traj: the trajectories store (``ensembles.load_trajectories``) or an object like it.
+    traj: the trajectories store (``ensembles.load_trajectories``, with ``allow_partial=True``
+      for one still being written) or an object like it.
     outdir: output directory (created).
     split: probe split, 'train' or 'test'.
     color_by: hparams key whose value colours the trajectories.
-    max_points: most checkpoints embedded (see DEFAULT_MAX_POINTS).
+    max_points: most checkpoints ``summarize`` embeds (see DEFAULT_MAX_POINTS).
     num_components: InPCA components kept.
     grid_size: progress values for the equal-progress comparisons.
+    landmarks: landmarks of the map (None: chosen by ``embed_trajectories``).
+    overwrite: replace a map in ``outdir/map`` made with other settings.
+    on_block: progress callback of the map, (points done, points to do).
 
   Returns:
     An ``AnalysisSummary``.
@@ -141,12 +242,30 @@ def analyze_trajectories(traj: TrajectoryStore, outdir: str, split: str = 'train
     keys = sorted(traj.members[missing[0]])
     raise ValueError(f'color_by={color_by!r} is not an hparams key of member {missing[0]}; '
                      f'accepted: {keys}.')
-  analysis = summary_lib.summarize(traj, split, max_points, num_components, grid_size)
+  summary_lib.check_arguments(max_points, num_components, grid_size)
+  the_map = mapping.embed_trajectories(traj, k=num_components, landmarks=landmarks, split=split,
+                                       outdir=os.path.join(outdir, MAP_DIR),
+                                       overwrite=overwrite, on_block=on_block)
+  notes = the_map.lines()[1:]
+  view, rows = _compared_view(traj, split, notes)
+  analysis = summary_lib.summarize(view, split, max_points, num_components, grid_size)
+  dropped = tuple(e for e, s in enumerate(traj.status) if s == STATUS_DIVERGED)
+  analysis = analysis._replace(members=tuple(int(rows[e]) for e in analysis.members),
+                               dropped=dropped, notes=(*notes, *analysis.notes))
   files = write_analysis(analysis, outdir, color_by)
-  fit = analysis.embedded.fit
+  num_points, fit = len(analysis.embedded.member_P), analysis.embedded.fit
+  es, eigenvalues = fit.explained_stress, fit.eigenvalues
+  map_notes = []
+  if the_map.placed.sum() > num_points:  # The map has more: the pictures come from it.
+    files += _draw_map(the_map, traj, outdir, color_by, map_notes)
+    num_points, es, eigenvalues = int(the_map.placed.sum()), the_map.explained_stress, \
+        the_map.eigenvalues
+    map_notes.append(f'Map: {len(the_map.landmarks)} landmarks; the factor table and '
+                     'embedding.npz come from the comparison above.')
+  files.append(os.path.join(outdir, MAP_DIR))
   return AnalysisSummary(outdir=outdir, split=split, members=analysis.members,
-                         dropped=analysis.dropped, num_points=len(analysis.embedded.member_P),
-                         total_points=analysis.total_points,
-                         explained_stress=fit.explained_stress, eigenvalues=fit.eigenvalues,
-                         factor_table=analysis.compared.table, files=tuple(files),
-                         notes=analysis.notes)
+                         dropped=analysis.dropped, num_points=num_points,
+                         total_points=len(the_map.placed) - the_map.left_out[mapping.DIVERGED],
+                         explained_stress=es, eigenvalues=eigenvalues,
+                         factor_table=analysis.compared.table, files=tuple(dict.fromkeys(files)),
+                         notes=(*analysis.notes, *map_notes))

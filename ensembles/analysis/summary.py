@@ -170,6 +170,14 @@ class Analysis(NamedTuple):
   notes: tuple[str, ...]
 
 
+def check_arguments(max_points: int, num_components: int, grid_size: int) -> None:
+  """Raises ValueError unless max_points >= 2, num_components >= 2 and grid_size >= 1."""
+  if max_points < 2 or num_components < 2 or grid_size < 1:
+    raise ValueError(f'max_points={max_points}, num_components={num_components}, grid_size='
+                     f'{grid_size}: need max_points >= 2, num_components >= 2 (a 2-D picture) '
+                     'and grid_size >= 1.')
+
+
 def summarize(traj: TrajectoryStore, split: str = 'train', max_points: int = DEFAULT_MAX_POINTS,
               num_components: int = DEFAULT_COMPONENTS,
               grid_size: int = DEFAULT_GRID_SIZE) -> Analysis:
@@ -186,10 +194,7 @@ def summarize(traj: TrajectoryStore, split: str = 'train', max_points: int = DEF
     ValueError: no member left after dropping diverged ones, NaN in a member not marked
       diverged, or bad arguments.
   """
-  if max_points < 2 or num_components < 2 or grid_size < 1:
-    raise ValueError(f'max_points={max_points}, num_components={num_components}, grid_size='
-                     f'{grid_size}: need max_points >= 2, num_components >= 2 (a 2-D picture) '
-                     'and grid_size >= 1.')
+  check_arguments(max_points, num_components, grid_size)
   notes: list[str] = []
   rows = [e for e, s in enumerate(traj.status) if s != STATUS_DIVERGED]
   dropped = [e for e, s in enumerate(traj.status) if s == STATUS_DIVERGED]

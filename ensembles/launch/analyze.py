@@ -1,17 +1,25 @@
 r"""Maps the trajectories of a trained sweep with InPCA and compares them by factor.
 
   python -m ensembles.launch.analyze --workdir=/tmp/quickstart [--split=train] [--color_by=arch]
+      [--landmarks=L] [--overwrite]
 
-Reads the trajectories store in --workdir, writes DIR/analysis/: embedding.npz,
-equal_progress.npz, factors.csv, factors.md and the pictures; prints ES_1..ES_5.
+Reads the trajectories store in --workdir (one still being trained maps what it has, and says
+what is missing) and writes DIR/analysis/: map/ (every point's coordinates, Parquet), embedding.npz,
+equal_progress.npz, factors.csv, factors.md and the pictures; prints ES_1..ES_5. Up to
+``mapping.LANDMARK_THRESHOLD`` points the map is a full InPCA; above, landmark InPCA on
+``mapping.DEFAULT_LANDMARKS`` points unless --landmarks says otherwise. A killed map resumes
+when the command is run again.
 """
 
 import os
+import time
 
+import numpy as np
 from absl import app, flags
 
 from ensembles import analysis
 from ensembles import store
+from ensembles.analysis import mapping
 from ensembles.launch import runtime
 
 FLAGS = flags.FLAGS
@@ -19,17 +27,65 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'The trajectories store (train_a
 _SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'test'], 'Probe split to analyse.')
 _COLOR_BY = flags.DEFINE_string('color_by', 'arch', 'Hparams key that colours trajectories.')
 _MAX_POINTS = flags.DEFINE_integer('max_points', analysis.summary.DEFAULT_MAX_POINTS,
-                                   'Most checkpoints embedded (evenly thinned above it).')
+                                   'Most checkpoints of the comparison embedding.')
+_LANDMARKS = flags.DEFINE_integer(
+    'landmarks', None, 'Landmarks of the map (default: every point up to '
+    f'{mapping.LANDMARK_THRESHOLD} points, {mapping.DEFAULT_LANDMARKS} above).', lower_bound=1)
+_OVERWRITE = flags.DEFINE_bool('overwrite', False,
+                               'Replace a map in DIR/analysis/map made with other settings.')
 flags.mark_flags_as_required(['workdir'])
+
+# Seconds between two progress lines of the map.
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+class ProgressLine:
+  """Prints the map's progress, rate and time left every PROGRESS_EVERY_SECONDS."""
+
+  def __init__(self, clock=time.monotonic):
+    self._clock = clock
+    self._start = self._last = clock()
+
+  def __call__(self, done: int, todo: int) -> None:
+    now = self._clock()
+    if now - self._last < PROGRESS_EVERY_SECONDS and done < todo:
+      return
+    self._last = now
+    rate = done / max(now - self._start, 1e-9)
+    left = (todo - done) / rate if rate else float('inf')
+    eta = f'{int(left // 60)}m{int(left % 60):02d}s' if np.isfinite(left) else '?'
+    print(f'Placed {done:,} of {todo:,} points ({100 * done / max(todo, 1):.1f}%), '
+          f'{rate:,.0f} points/s, {eta} left', flush=True)
+
+
+def landmark_choice(traj: store.Trajectories, landmarks: int | None) -> tuple[int | None, str]:
+  """(landmarks for embed_trajectories, a line saying what the map will be and why)."""
+  ok = np.asarray([s != store.STATUS_DIVERGED for s in traj.status])
+  points = int((traj.recorded & ok[:, None]).sum())
+  if landmarks is not None:
+    return landmarks, f'Map: {points:,} points on {landmarks:,} landmarks (--landmarks).'
+  if points <= mapping.LANDMARK_THRESHOLD:
+    return None, (f'Map: full InPCA of {points:,} points (at most '
+                  f'{mapping.LANDMARK_THRESHOLD:,}: every point a landmark).')
+  return mapping.DEFAULT_LANDMARKS, (
+      f'Map: {points:,} points, more than {mapping.LANDMARK_THRESHOLD:,}: landmark InPCA on '
+      f'{mapping.DEFAULT_LANDMARKS:,} landmarks (set --landmarks to change).')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.start_process()
+  traj = store.load_trajectories(_WORKDIR.value, allow_partial=True)
+  if traj.missing:
+    print(f'The store is partial: {len(traj.missing)} (cohort, recording time) records are '
+          'missing (training unfinished or killed); mapping what is there.', flush=True)
+  landmarks, line = landmark_choice(traj, _LANDMARKS.value)
+  print(line, flush=True)
   summary = analysis.analyze_trajectories(
-      store.load_trajectories(_WORKDIR.value), os.path.join(_WORKDIR.value, 'analysis'),
-      split=_SPLIT.value, color_by=_COLOR_BY.value, max_points=_MAX_POINTS.value)
+      traj, os.path.join(_WORKDIR.value, 'analysis'), split=_SPLIT.value,
+      color_by=_COLOR_BY.value, max_points=_MAX_POINTS.value, landmarks=landmarks,
+      overwrite=_OVERWRITE.value, on_block=ProgressLine())
   print('\n'.join(summary.lines()))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ensembles import store
 from ensembles.analysis import geometry
 
 # Share of the way from an architecture's waypoint toward a seed's random distribution.
@@ -87,7 +88,43 @@ def make_store(num_samples: int = 40, num_classes: int = 4, num_times: int = 8,
   return FakeTrajectories(members, epochs, probs, labels, status)
 
 
+def write_store(fake: FakeTrajectories, workdir: str, cohort_size: int = 3) -> str:
+  """Writes a FakeTrajectories as a real store through the store's writer; returns workdir.
+
+  Members go to cohorts of ``cohort_size`` in sweep order; a diverged member's NaN
+  probabilities are stored as they are, with its divergence at the first NaN.
+  """
+  num_members, num_times = len(fake.members), len(fake.epochs)
+  labels = {s: np.asarray(fake.labels(s)).tolist() for s in ('train', 'test')}
+  probes = {f'{s}_{kind}': values for s in labels for kind, values in (
+      ('labels', labels[s]), ('indices', list(range(len(labels[s])))))}
+  cohorts = [dict(index=c, members=list(range(first, min(first + cohort_size, num_members))))
+             for c, first in enumerate(range(0, num_members, cohort_size))]
+  store.write_manifest(workdir, dict(members=fake.members, epochs=list(fake.epochs),
+                                     num_classes=fake.probs().shape[-1], probes=probes,
+                                     cohorts=cohorts))
+  finite_ExT = np.isfinite(fake.probs()).all(axis=(2, 3))
+  for cohort in cohorts:
+    rows = np.asarray(cohort['members'])
+    writer = store.CohortWriter(store.cohort_dir(workdir, cohort['index']), 'float32', len(rows))
+    for t in range(num_times):
+      record = {f'{s}_probs': fake.probs(s)[rows, t] for s in ('train', 'test')}
+      record.update({k: v[rows, t] for k, v in fake.metrics.items()},
+                    step=np.int64(fake.steps[0, t]),
+                    diverged_at=np.where(finite_ExT[rows, :t + 1].all(axis=1), -1,
+                                         fake.steps[0, t]))
+      writer.write_record(t, record)
+    writer.close()
+  return workdir
+
+
 @pytest.fixture
 def fake_store():
   """The factory make_store, for tests that need a synthetic trajectories store."""
   return make_store
+
+
+@pytest.fixture
+def stored():
+  """``stored(fake, workdir, cohort_size=3)``: write_store, a fake store written for real."""
+  return write_store

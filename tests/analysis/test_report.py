@@ -2,11 +2,14 @@
 
 import csv
 import os
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ensembles import analysis
+from ensembles.analysis import mapping
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
@@ -48,14 +51,19 @@ def test_end_to_end_writes_arrays_tables_and_pictures(fake_store, tmp_path):
   assert all(f'ES_{k}=' in text for k in range(1, 6))
 
 
-def test_subsample_is_reported(fake_store, tmp_path):
+def test_a_subsampled_summary_still_maps_and_draws_every_point(fake_store, tmp_path):
   store = fake_store()
   summary = analysis.analyze_trajectories(store, str(tmp_path), color_by='learning_rate',
-                                          max_points=20, grid_size=3)
-  assert summary.num_points <= 20 < summary.total_points
+                                          max_points=20, grid_size=3, landmarks=30)
+  assert summary.num_points == summary.total_points == 64
   assert any(line.startswith('Subsample:') for line in summary.lines())
+  assert any(line.startswith('Map: 30 landmarks') for line in summary.lines())
   with np.load(os.path.join(str(tmp_path), 'embedding.npz')) as z:
-    assert len(z['member']) == summary.num_points
+    assert len(z['member']) <= 20  # summarize's own embedding, for the comparison
+  mapped = pd.read_parquet(os.path.join(str(tmp_path), 'map', 'points'))
+  assert len(mapped) == 64 and mapped.x1.notna().all() and mapped.landmark.sum() == 30
+  es = [float(x.split('=')[1]) for x in summary.lines()[-4].rstrip(',').split(': ')[1].split(', ')]
+  np.testing.assert_allclose(es, summary.explained_stress[:5], atol=1e-4)
 
 
 def test_bad_requests_raise_value_error(fake_store, tmp_path):
@@ -74,15 +82,36 @@ def test_nan_in_a_member_marked_ok_is_refused(fake_store, tmp_path):
     analysis.analyze_trajectories(store, str(tmp_path))
 
 
-def test_launch_script_prints_explained_stress(fake_store, tmp_path, monkeypatch, capsys):
+def test_launch_script_maps_a_partial_store_and_prints_what_it_chose(fake_store, stored, tmp_path,
+                                                                     capsys):
   from absl.testing import flagsaver
 
   from ensembles import store
   from ensembles.launch import analyze
-  monkeypatch.setattr(store, 'load_trajectories', lambda workdir: fake_store())
-  with flagsaver.flagsaver():
-    analyze.FLAGS(['analyze', f'--workdir={tmp_path}', '--max_points=30'])
+  workdir = stored(fake_store(), str(tmp_path / 'store'))
+  shutil.rmtree(os.path.join(store.cohort_dir(workdir, 2), 'records', '7'))  # members 6, 7
+  with flagsaver.flagsaver(), pytest.warns(UserWarning, match='recording step 7 is missing'):
+    analyze.FLAGS(['analyze', f'--workdir={workdir}', '--max_points=30', '--landmarks=20'])
     analyze.main(['analyze'])
   out = capsys.readouterr().out
-  assert 'ES_1=' in out and 'ES_5=' in out and 'Subsample:' in out
-  assert os.path.exists(tmp_path / 'analysis' / 'embedding.npz')
+  assert 'The store is partial: 1 (cohort, recording time) records are missing' in out
+  assert 'Map: 62 points on 20 landmarks (--landmarks).' in out
+  assert 'Placed 62 of 62 points (100.0%)' in out and 'Left out 2 points: not recorded.' in out
+  assert 'ES_1=' in out and 'ES_5=' in out
+  assert 'the 7 of 8 recording times recorded for every member' in out
+  mapped = pd.read_parquet(os.path.join(workdir, 'analysis', 'map', 'points'))
+  assert mapped.x1.isna().sum() == 2 and len(mapped) == 64
+
+
+def test_the_launcher_chooses_landmarks_above_the_threshold(fake_store, monkeypatch):
+  from ensembles.launch import analyze
+  traj = fake_store()
+  traj.recorded = np.ones((8, 8), bool)
+  assert analyze.landmark_choice(traj, None) == (None, 'Map: full InPCA of 64 points (at most '
+                                                 f'{mapping.LANDMARK_THRESHOLD:,}: every point '
+                                                 'a landmark).')
+  monkeypatch.setattr(mapping, 'LANDMARK_THRESHOLD', 50)
+  monkeypatch.setattr(mapping, 'DEFAULT_LANDMARKS', 16)
+  assert analyze.landmark_choice(traj, None) == (16, 'Map: 64 points, more than 50: landmark '
+                                                 'InPCA on 16 landmarks (set --landmarks to '
+                                                 'change).')
