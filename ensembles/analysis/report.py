@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, NamedTuple
 
+import jax
 import numpy as np
 
 from ensembles.analysis import factors
@@ -212,6 +213,9 @@ def analyze_trajectories(traj: TrajectoryStore, outdir: str, split: str = 'train
   holds more points than ``summarize`` embeds, the pictures and the printed explained stress
   come from the map. Files: see ``write_analysis`` and ``mapping``.
 
+  Under ``jax.distributed`` every process makes this call (the distances and the map are
+  shared out); process 0 writes the files.
+
   Example:
     >>> summary = analysis.analyze_trajectories(ensembles.load_trajectories(workdir),
     ...                                         os.path.join(workdir, 'analysis'))
@@ -252,12 +256,14 @@ def analyze_trajectories(traj: TrajectoryStore, outdir: str, split: str = 'train
   dropped = tuple(e for e, s in enumerate(traj.status) if s == STATUS_DIVERGED)
   analysis = analysis._replace(members=tuple(int(rows[e]) for e in analysis.members),
                                dropped=dropped, notes=(*notes, *analysis.notes))
-  files = write_analysis(analysis, outdir, color_by)
+  # Under jax.distributed every process computes the same analysis; process 0 writes it.
+  writes = jax.process_index() == 0
+  files = write_analysis(analysis, outdir, color_by) if writes else []
   num_points, fit = len(analysis.embedded.member_P), analysis.embedded.fit
   es, eigenvalues = fit.explained_stress, fit.eigenvalues
   map_notes = []
   if the_map.placed.sum() > num_points:  # The map has more: the pictures come from it.
-    files += _draw_map(the_map, traj, outdir, color_by, map_notes)
+    files += _draw_map(the_map, traj, outdir, color_by, map_notes) if writes else []
     num_points, es, eigenvalues = int(the_map.placed.sum()), the_map.explained_stress, \
         the_map.eigenvalues
     map_notes.append(f'Map: {len(the_map.landmarks)} landmarks; the factor table and '

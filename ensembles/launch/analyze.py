@@ -1,19 +1,21 @@
 r"""Maps the trajectories of a trained sweep with InPCA and compares them by factor.
 
   python -m ensembles.launch.analyze --workdir=/tmp/quickstart [--split=train] [--color_by=arch]
-      [--landmarks=L] [--overwrite]
+      [--landmarks=L] [--overwrite] [--distributed | --coordinator_address=H:P ...]
 
 Reads the trajectories store in --workdir (one still being trained maps what it has, and says
 what is missing) and writes DIR/analysis/: map/ (every point's coordinates, Parquet), embedding.npz,
 equal_progress.npz, factors.csv, factors.md and the pictures; prints ES_1..ES_5. Up to
 ``mapping.LANDMARK_THRESHOLD`` points the map is a full InPCA; above, landmark InPCA on
 ``mapping.DEFAULT_LANDMARKS`` points unless --landmarks says otherwise. A killed map resumes
-when the command is run again.
+when the command is run again. Under jax.distributed (the flags of ensembles.launch.train)
+every process places a share of the points on its devices; process 0 writes and prints.
 """
 
 import os
 import time
 
+import jax
 import numpy as np
 from absl import app, flags
 
@@ -42,8 +44,8 @@ PROGRESS_EVERY_SECONDS = 10.0
 class ProgressLine:
   """Prints the map's progress, rate and time left every PROGRESS_EVERY_SECONDS."""
 
-  def __init__(self, clock=time.monotonic):
-    self._clock = clock
+  def __init__(self, clock=time.monotonic, say=print):
+    self._clock, self._say = clock, say
     self._start = self._last = clock()
 
   def __call__(self, done: int, todo: int) -> None:
@@ -54,7 +56,7 @@ class ProgressLine:
     rate = done / max(now - self._start, 1e-9)
     left = (todo - done) / rate if rate else float('inf')
     eta = f'{int(left // 60)}m{int(left % 60):02d}s' if np.isfinite(left) else '?'
-    print(f'Placed {done:,} of {todo:,} points ({100 * done / max(todo, 1):.1f}%), '
+    self._say(f'Placed {done:,} of {todo:,} points ({100 * done / max(todo, 1):.1f}%), '
           f'{rate:,.0f} points/s, {eta} left', flush=True)
 
 
@@ -76,17 +78,18 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.start_process()
+  say = print if jax.process_index() == 0 else lambda *args, **kwargs: None
   traj = store.load_trajectories(_WORKDIR.value, allow_partial=True)
   if traj.missing:
-    print(f'The store is partial: {len(traj.missing)} (cohort, recording time) records are '
-          'missing (training unfinished or killed); mapping what is there.', flush=True)
+    say(f'The store is partial: {len(traj.missing)} (cohort, recording time) records are '
+        'missing (training unfinished or killed); mapping what is there.', flush=True)
   landmarks, line = landmark_choice(traj, _LANDMARKS.value)
-  print(line, flush=True)
+  say(line, flush=True)
   summary = analysis.analyze_trajectories(
       traj, os.path.join(_WORKDIR.value, 'analysis'), split=_SPLIT.value,
       color_by=_COLOR_BY.value, max_points=_MAX_POINTS.value, landmarks=landmarks,
-      overwrite=_OVERWRITE.value, on_block=ProgressLine())
-  print('\n'.join(summary.lines()))
+      overwrite=_OVERWRITE.value, on_block=ProgressLine(say=say))
+  say('\n'.join(summary.lines()))
 
 
 def run():

@@ -1,21 +1,14 @@
-"""Flags shared by the training entry points, and process start-up."""
+"""Flags shared by the training entry points, and their start."""
 
 from absl import flags
 from ml_collections import config_flags
 
 from ensembles import training
 from ensembles.launch import runtime
-from ensembles.training import devices
 
 CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep config file.', lock_config=True)
 WORKDIR = flags.DEFINE_string('workdir', None, 'Where the trajectories store goes.')
 OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Delete what the workdir holds first.')
-DISTRIBUTED = flags.DEFINE_bool(
-    'distributed', False, 'Start jax.distributed, detecting SLURM / TPU pods / Open MPI.')
-COORDINATOR_ADDRESS = flags.DEFINE_string(
-    'coordinator_address', None, 'jax.distributed: host:port of process 0.')
-NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'jax.distributed: process count.')
-PROCESS_ID = flags.DEFINE_integer('process_id', None, 'jax.distributed: this process.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 # Exit status after a SIGTERM stop (state saved): 128 + SIGTERM, as if the signal had killed it,
@@ -26,9 +19,6 @@ STOPPED_EXIT_CODE = 143
 def train() -> training.TrainSummary:
   """Starts the process (logging, devices, multi-host runtime), trains, prints the table."""
   runtime.start_process()
-  if DISTRIBUTED.value or COORDINATOR_ADDRESS.value is not None:
-    devices.initialize_distributed(COORDINATOR_ADDRESS.value, NUM_PROCESSES.value,
-                                   PROCESS_ID.value)
   try:
     summary = training.train_and_record(CONFIG.value, WORKDIR.value, overwrite=OVERWRITE.value)
   except training.Stopped as e:

@@ -28,11 +28,11 @@ def main(argv):
   if _COLOR_BY.value not in hparams:  # Checked before hours of training, not after.
     raise app.UsageError(f'--color_by={_COLOR_BY.value!r}: accepted one of {hparams}.')
   common.train()
+  workdir = common.WORKDIR.value  # Every process maps its share; process 0 writes and prints.
+  report = analysis.analyze_trajectories(
+      store.load_trajectories(workdir), os.path.join(workdir, 'analysis'),
+      split=_SPLIT.value, color_by=_COLOR_BY.value)
   if jax.process_index() == 0:
-    workdir = common.WORKDIR.value
-    report = analysis.analyze_trajectories(
-        store.load_trajectories(workdir), os.path.join(workdir, 'analysis'),
-        split=_SPLIT.value, color_by=_COLOR_BY.value)
     print('\n'.join(report.lines()))
 
 

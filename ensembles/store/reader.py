@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -71,7 +72,7 @@ def _record_path(directory: str, index: int) -> str:
   return os.path.join(directory, 'records', str(index), RECORD_ITEM)
 
 
-def _restore(checkpointer: ocp.PyTreeCheckpointer, directory: str, index: int,
+def _restore(checkpointer: ocp.Checkpointer, directory: str, index: int,
              keys: Sequence[str]) -> dict[str, np.ndarray]:
   """Reads the arrays ``keys`` of recording time ``index`` of one cohort as NumPy arrays.
 
@@ -93,9 +94,18 @@ def _restore(checkpointer: ocp.PyTreeCheckpointer, directory: str, index: int,
   return {k: restored[k] for k in keys}
 
 
+def _local_checkpointer() -> ocp.Checkpointer:
+  """A reader of this process alone: under ``jax.distributed`` each process reads the records
+  it needs, when it needs them, without waiting for the others (Orbax's default restore is a
+  barrier of every process)."""
+  here = jax.process_index()
+  return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(), multiprocessing_options=(
+      ocp.options.MultiprocessingOptions(primary_host=here, active_processes={here})))
+
+
 def read_record(directory: str, index: int) -> dict[str, np.ndarray]:
   """Recording time ``index`` of the cohort stored in ``directory`` (see ``cohort_dir``)."""
-  with ocp.PyTreeCheckpointer() as checkpointer:
+  with _local_checkpointer() as checkpointer:
     return _restore(checkpointer, directory, index, RECORD_KEYS)
 
 
@@ -129,7 +139,7 @@ class Trajectories:
     self.recorded = np.zeros((num, times), bool)
     self.missing: list[tuple[int, int]] = []
     self.diverged_at = np.full((num,), -1, np.int64)
-    self._checkpointer = ocp.PyTreeCheckpointer()
+    self._checkpointer = _local_checkpointer()
     for cohort, rows in self._cohorts.items():
       skipped = []
       for t in range(times):

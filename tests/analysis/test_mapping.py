@@ -3,6 +3,9 @@
 import fcntl
 import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -11,8 +14,8 @@ import pytest
 from ensembles import store
 from ensembles.analysis import distances, embedding, mapping
 
-STORE_V1 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data',
-                        'store_v1', 'store')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STORE_V1 = os.path.join(ROOT, 'tests', 'data', 'store_v1', 'store')
 
 
 def _aligned(coords, reference):
@@ -168,3 +171,30 @@ def test_a_store_still_being_written_maps_what_it_has(tmp_path):
   table = pd.read_parquet(tmp_path / 'map' / 'points')
   assert (table.left_out == mapping.NOT_RECORDED).sum() == 2
   assert table.step[table.time == 0].tolist() == traj.steps[:, 0].tolist()
+
+
+@pytest.mark.slow  # ~40 s idle: two JAX processes start and compile.
+def test_two_processes_map_a_store_as_one_does(fake_store, stored, tmp_path):
+  workdir = stored(fake_store(), str(tmp_path / 'store'))
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  command = [sys.executable, '-m', 'ensembles.launch.analyze', f'--workdir={workdir}',
+             '--landmarks=20', '--max_points=30', f'--coordinator_address=127.0.0.1:{port}',
+             '--num_processes=2']
+  workers = [subprocess.Popen([*command, f'--process_id={i}'], cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+  outputs = [w.communicate(timeout=600) for w in workers]
+  assert all(w.returncode == 0 for w in workers), outputs[0][1][-3000:] + outputs[1][1][-3000:]
+  outputs = [out for out, _ in outputs]
+  assert 'ES_1=' in outputs[0] and 'Map:' not in outputs[1]  # process 0 prints
+  # Each process placed its share of the blocks (this store has 3 cohorts: 3 blocks).
+  assert len(os.listdir(os.path.join(workdir, 'analysis', 'map', 'points'))) == 3
+  single = mapping.embed_trajectories(store.load_trajectories(workdir), k=10, landmarks=20)
+  mapped = pd.read_parquet(os.path.join(workdir, 'analysis', 'map', 'points')).sort_values(
+      'point')
+  coords = mapped[[f'x{a + 1}' for a in range(10)]].to_numpy()
+  signs = np.where(np.sum(coords[:, :3] * single.coords[:, :3], axis=0) < 0, -1, 1)
+  np.testing.assert_allclose(coords[:, :3] * signs, single.coords[:, :3],
+                             atol=1e-5 * single.coords[:, 0].std())
