@@ -101,4 +101,3 @@ def test_cluster_launcher_without_config_says_what_is_missing():
   result = subprocess.run(['bash', 'ensembles/launch/slurm.sbatch'], cwd=ROOT, capture_output=True,
                           text=True, env=dict(os.environ, DRY_RUN='1'), timeout=30)
   assert result.returncode != 0 and 'set CONFIG' in result.stderr
-
