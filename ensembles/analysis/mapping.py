@@ -292,14 +292,23 @@ def _load_fit(path: str) -> tuple[embedding_lib.InPCA, np.ndarray, np.ndarray]:
     return fit._replace(grand_mean=float(fit.grand_mean)), saved['landmarks'], saved['geodesic']
 
 
-def _store_state(traj, recorded_ExT: np.ndarray, split: str) -> str:
-  """A digest of what the map depends on: the points recorded, statuses, probes."""
-  digest = hashlib.sha256(np.packbits(recorded_ExT).tobytes())
-  digest.update(json.dumps(list(traj.status)).encode())
-  digest.update(np.asarray(traj.labels(split), np.int64).tobytes())
-  if hasattr(traj, 'probe_indices'):
-    digest.update(np.asarray(traj.probe_indices(split), np.int64).tobytes())
+def _digest(*arrays: Any) -> str:
+  digest = hashlib.sha256()
+  for array in arrays:
+    digest.update(np.ascontiguousarray(array).tobytes())
   return digest.hexdigest()[:16]
+
+
+def _store_state(traj, recorded_ExT: np.ndarray) -> str:
+  """A digest of the points the map is made of: those recorded, and the members' statuses."""
+  diverged_E = np.asarray([s == STATUS_DIVERGED for s in traj.status])
+  return _digest(np.packbits(recorded_ExT), diverged_E)
+
+
+def _probes(traj, split: str) -> str:
+  """A digest of the probe set: its labels, and its indices in the dataset where known."""
+  indices = traj.probe_indices(split) if hasattr(traj, 'probe_indices') else []
+  return _digest(np.asarray(traj.labels(split), np.int64), np.asarray(indices, np.int64))
 
 
 def block_size(num_landmarks: int) -> int:
@@ -368,7 +377,7 @@ def embed_trajectories(traj: TrajectoryStore, k: int = DEFAULT_COMPONENTS,
               NOT_RECORDED: int((~recorded_ExT & ok_E[:, None]).sum())}
   settings = dict(store=os.path.abspath(getattr(traj, 'workdir', '')), split=split, k=k,
                   landmarks=int(landmarks), method=method, blocks=len(plan),
-                  store_state=_store_state(traj, recorded_ExT, split))
+                  probes=_probes(traj, split), store_state=_store_state(traj, recorded_ExT))
   map_dir = _MapDir(outdir, settings, overwrite) if outdir else None
   leader = jax.process_index() == processes[0]
   share = _Share(processes, devices)

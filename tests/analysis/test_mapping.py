@@ -128,6 +128,18 @@ def test_a_map_made_with_other_settings_is_refused_unless_overwritten(fake_store
   assert len(emb.landmarks) == 30
 
 
+def test_a_map_of_another_probe_set_or_store_state_is_refused(fake_store, tmp_path):
+  traj = fake_store()
+  mapping.embed_trajectories(traj, k=2, landmarks=20, outdir=str(tmp_path))
+  other = fake_store(rng_seed=1)  # other probe labels
+  with pytest.raises(ValueError, match=r'other settings \(probes; e.g. probes: '):
+    mapping.embed_trajectories(other, k=2, landmarks=20, outdir=str(tmp_path))
+  traj.status[4] = 'diverged'
+  with pytest.raises(ValueError, match=r'other settings \(store_state; .* "store_state" changes '
+                                       'as training records more'):
+    mapping.embed_trajectories(traj, k=2, landmarks=20, outdir=str(tmp_path))
+
+
 def test_a_second_analysis_into_one_directory_is_refused(fake_store, tmp_path):
   held = os.open(tmp_path, os.O_RDONLY)
   fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
