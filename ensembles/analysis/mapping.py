@@ -343,7 +343,8 @@ def embed_trajectories(traj: TrajectoryStore, k: int = DEFAULT_COMPONENTS,
       they span several processes, every one of them must make this call: each computes the
       landmark fit, then places every P-th block on its own devices (``outdir`` required, on
       a filesystem they share).
-    on_block: called after each block with (points done, points to do) on this process.
+    on_block: called with (points done, points to do) on this process: once before the first
+      block is placed (0 done), then after each block.
 
   Returns:
     A ``TrajectoryEmbedding``.
@@ -437,6 +438,8 @@ def _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir
   mine = share.blocks(len(plan))
   todo = sum(int(valid_ExT[np.ix_(plan[b][0], plan[b][1])].sum()) for b in mine)
   done = 0
+  if on_block:
+    on_block(done, todo)
   for b in mine:
     members_B, times_B = plan[b]
     if map_dir and os.path.exists(map_dir.part(b)):

@@ -42,14 +42,19 @@ PROGRESS_EVERY_SECONDS = 10.0
 
 
 class ProgressLine:
-  """Prints the map's progress, rate and time left every PROGRESS_EVERY_SECONDS."""
+  """Prints the map's progress, rate and time left every PROGRESS_EVERY_SECONDS; the rate is
+  that of the placement alone (from the first call, with 0 done, after the landmark fit)."""
 
   def __init__(self, clock=time.monotonic, say=print):
     self._clock, self._say = clock, say
-    self._start = self._last = clock()
+    self._start = self._last = None
 
   def __call__(self, done: int, todo: int) -> None:
     now = self._clock()
+    if self._start is None or done == 0:
+      self._start = self._last = now
+      self._say(f'Placing {todo:,} points...', flush=True)
+      return
     if now - self._last < PROGRESS_EVERY_SECONDS and done < todo:
       return
     self._last = now

@@ -115,3 +115,15 @@ def test_the_launcher_chooses_landmarks_above_the_threshold(fake_store, monkeypa
   assert analyze.landmark_choice(traj, None) == (16, 'Map: 64 points, more than 50: landmark '
                                                  'InPCA on 16 landmarks (set --landmarks to '
                                                  'change).')
+
+
+def test_the_progress_line_reports_the_placement_rate_and_time_left():
+  from ensembles.launch import analyze
+  now, said = [0.0], []
+  line = analyze.ProgressLine(clock=lambda: now[0], say=lambda text, flush: said.append(text))
+  for t, done in [(100.0, 0), (105.0, 10), (110.0, 20), (112.0, 100)]:
+    now[0] = t
+    line(done, 100)
+  assert said == ['Placing 100 points...',
+                  'Placed 20 of 100 points (20.0%), 2 points/s, 0m40s left',
+                  'Placed 100 of 100 points (100.0%), 8 points/s, 0m00s left']
