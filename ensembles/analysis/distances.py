@@ -23,18 +23,33 @@ small matmuls. How it is computed here, and why (measurements in benchmarks/gram
   once per (pair, sample) - runs once per ``SAMPLES_PER_LOG`` samples, on the product of their
   clipped coefficients (log(a b) = log a + log b). Measurements: benchmarks/README.md.
 
-Numerics: each coefficient is clipped to [BC_CLIP, 1] before the product. The lower clip bounds
-one sample's contribution to -log(BC_CLIP)/N (it only acts when two models put disjoint mass on
-a sample, e.g. two different one-hot predictions); the upper clip removes float rounding above
-the Cauchy-Schwarz bound BC <= 1, so d_B >= 0 and d_B(P, P) is ~1e-7, not negative. A product
-of SAMPLES_PER_LOG clipped coefficients is at least BC_CLIP**SAMPLES_PER_LOG = 1e-36, still a
-normal float32 (smallest 1.2e-38), so neither underflow nor flush-to-zero can turn it into
-log(0); one more factor could. Sums run in float32 over at most a chunk of samples, then
-across chunks: agreement with a float64 reference is ~1e-7 (tested to 1e-5 in
-tests/analysis/test_distances.py; 8e-8 against NumPy at m = 2,000, N = 1,797). The chunks do not
+Numerics of the Gram matrix: each coefficient is clipped to [BC_CLIP, 1] before the product.
+The lower clip bounds one sample's contribution to -log(BC_CLIP)/N (it only acts when two models
+put disjoint mass on a sample, e.g. two different one-hot predictions); the upper clip removes
+float rounding above the Cauchy-Schwarz bound BC <= 1, so d_B >= 0 and d_B(P, P) is ~1e-7, not
+negative. A product of SAMPLES_PER_LOG clipped coefficients is at least
+BC_CLIP**SAMPLES_PER_LOG = 1e-36, still a normal float32 (smallest 1.2e-38), so neither
+underflow nor flush-to-zero can turn it into log(0); one more factor could. Sums run in float32
+over at most a chunk of samples, then across chunks: agreement with a float64 reference is ~1e-7
+absolute (tested to 1e-5 in tests/analysis/test_distances.py; 8e-8 against NumPy at m = 2,000,
+N = 1,797). That is an absolute error: each coefficient is rounded by ~6e-8 near BC = 1, so
+small distances lose digits (against float64, at most 1e-5 relative where D >= 1e-3, 9e-4
+where D >= 1e-5, 3e-2 near D ~ 2e-7, for 40 points of N = 1,797, C = 10). The chunks do not
 depend on the tiling, so any device count sums the same terms in the same order; only a tile's
 matmul may round a coefficient differently in another tile shape (9e-8 between 1 and 4 devices
 at m = 2,000).
+
+Paired distances (``bhattacharyya_paired`` for matching points of two arrays,
+``bhattacharyya_pairs`` for chosen pairs of one): per pair and sample, 1 - BC_n is summed from
+squared differences of square roots, formed from the raw differences p - q (``_neg_log_bc``),
+and -log BC_n = -log1p(-(1 - BC_n)) (-log of BC_n itself where 1 - BC_n >= GAP_SPLIT), so
+nearly equal distributions (consecutive checkpoints, runs at equal progress) keep their digits:
+within 3e-7 relative of float64 of the same float32 inputs for d_B from 1e-7 to 3 (tested to
+1e-6 in tests/analysis/test_distances.py; float16 inputs alike), and exactly 0 between equal
+rows. Before, they used the Gram kernel's products of square roots: 1.4e-1 relative off at
+d_B ~ 1e-7, 1.5e-3 at 1e-5. They cost a pass over the C classes per pair and sample, in steps
+of a few pairs whose rows stay in cache (PAIR_STEP_BYTES); for all pairs of many points the
+Gram matmul is several times faster (8x less CPU time at 64 points, N = 1,797, C = 10).
 """
 
 from __future__ import annotations
@@ -75,6 +90,18 @@ MIN_BLOCK_DIVISOR = 4
 # read, converted and padded on the host, then copied to every device and transposed there: a
 # few copies of it per device are the working memory on top of the (m, m') accumulator.
 CHUNK_BYTES = 8 * 2**20
+
+# Per-sample switch between the two forms of -log BC_n in the paired distances (``_neg_log_bc``):
+# below this gap 1 - BC_n, -log1p(-gap) with the gap summed from squared differences (exact for
+# BC_n near 1); above it, -log BC_n from BC_n itself (exact for BC_n near 0). At 1/2 both lose
+# at most a few float32 ulps.
+GAP_SPLIT = 0.5
+
+# Target size of the (K, N, C) float32 rows of one step of the paired distances' loop over
+# pairs: the step's passes over its rows then stay in a core's L2 cache; steps of many times
+# that size ran several times slower per pair on the 2-core CPU (their passes streamed from
+# memory), and a step too small pays the loop's per-step overhead.
+PAIR_STEP_BYTES = 2 * 2**20
 
 # Name of the mesh axis over which the tiles are spread.
 TILE_AXIS = 'tiles'
@@ -380,16 +407,91 @@ def bhattacharyya(p: Any, q: Any = None, *, samples_per_log: int = SAMPLES_PER_L
   return _finish(acc_SxBxB, n, plan=plan, mesh=mesh, shape=(m, m_cols))
 
 
+def _neg_log_bc(p_KxNxC: jax.Array, q_KxNxC: jax.Array) -> jax.Array:
+  """Per-sample -log clip(BC_n, BC_CLIP, 1) of matching rows, exact also when BC_n is near 1.
+
+  With P, Q the rows renormalised to sum 1, 1 - BC_n = 1/2 sum_c (sqrt P_c - sqrt Q_c)^2, a sum
+  of non-negative terms, and sqrt P_c - sqrt Q_c = (P_c - Q_c) / (sqrt P_c + sqrt Q_c) (0 where
+  both are 0). P_c - Q_c is formed as (p_c - q_c) / s_p + q_c (1/s_p - 1/s_q) from the raw
+  inputs (s: row sums): p_c - q_c is exact in float32 where p_c and q_c are within 2x
+  (Sterbenz), whereas renormalising p and q first would round each entry by ~6e-8 relative,
+  more than P_c - Q_c itself when d_B ~ 1e-7. The rounding of 1/s_p and 1/s_q adds to
+  P_c - Q_c the same multiple of Q_c for every c, which moves 1 - BC_n only by that multiple
+  times itself (sum_c (P_c - Q_c) = 0 cancels the first-order term). Where
+  1 - BC_n < GAP_SPLIT the term is -log1p(-(1 - BC_n)); above it, -log of BC_n =
+  sum_c sqrt(P_c Q_c) itself, clipped at BC_CLIP: each form keeps its digits where the other
+  loses them (log1p's argument near -1, log's near 1).
+
+  Args:
+    p_KxNxC: probabilities of K points (any float dtype; rows sum to 1 up to their rounding).
+    q_KxNxC: probabilities of the K points they are paired with.
+
+  Returns:
+    (K, N) float32 per-sample contributions, >= 0, exactly 0 where the rows are equal.
+  """
+  # Classes second, samples last: the sums over C then add whole rows of N samples (vectorised)
+  # instead of reducing runs of C = 10 numbers.
+  p_KxCxN = jnp.swapaxes(p_KxNxC.astype(jnp.float32), 1, 2)
+  q_KxCxN = jnp.swapaxes(q_KxNxC.astype(jnp.float32), 1, 2)
+  inv_sum_p_Kx1xN = 1.0 / jnp.sum(p_KxCxN, axis=1, keepdims=True)
+  inv_sum_q_Kx1xN = 1.0 / jnp.sum(q_KxCxN, axis=1, keepdims=True)
+  sqrt_p_KxCxN = jnp.sqrt(p_KxCxN * inv_sum_p_Kx1xN)
+  sqrt_q_KxCxN = jnp.sqrt(q_KxCxN * inv_sum_q_Kx1xN)
+  norm_diff_KxCxN = ((p_KxCxN - q_KxCxN) * inv_sum_p_Kx1xN
+                     + q_KxCxN * (inv_sum_p_Kx1xN - inv_sum_q_Kx1xN))
+  # + tiny: 0 / tiny = 0 where both entries are 0; any non-zero sum of square roots of float32
+  # numbers is ~1e-23 or more, which adding tiny leaves unchanged.
+  sqrt_diff_KxCxN = norm_diff_KxCxN / (sqrt_p_KxCxN + sqrt_q_KxCxN + np.finfo(np.float32).tiny)
+  gap_KxN = 0.5 * jnp.sum(sqrt_diff_KxCxN**2, axis=1)
+  bc_KxN = jnp.sum(sqrt_p_KxCxN * sqrt_q_KxCxN, axis=1)
+  # Both branches are evaluated; the minimum keeps log1p's argument above -1 where it is not
+  # used (rounding can push 1 - BC_n past 1 when BC_n ~ 0).
+  near_KxN = -jnp.log1p(-jnp.minimum(gap_KxN, GAP_SPLIT))
+  far_KxN = -jnp.log(jnp.clip(bc_KxN, BC_CLIP, 1.0))
+  return jnp.where(gap_KxN < GAP_SPLIT, near_KxN, far_KxN)
+
+
+def _pairs_per_step(num_pairs: int, num_samples: int, num_classes: int) -> int:
+  """Pairs per step: the largest power of two whose (K, N, C) float32 rows fit in
+  PAIR_STEP_BYTES (at least 1), at most num_pairs (a power of two, so K divides it)."""
+  fits = max(1, PAIR_STEP_BYTES // (4 * num_classes * num_samples))
+  return min(num_pairs, 1 << (fits.bit_length() - 1))
+
+
+def _steps(x_BxNxC: jax.Array) -> jax.Array:
+  """x as (B / K, K, N, C): the steps of the loop over pairs (B a multiple of K)."""
+  b, n, c = x_BxNxC.shape
+  return x_BxNxC.reshape(-1, _pairs_per_step(b, n, c), n, c)
+
+
 @jax.jit
 def _paired(p_BxNxC: jax.Array, q_BxNxC: jax.Array) -> jax.Array:
   TRACE_COUNTS['paired'] += 1
-  bc_BxN = jnp.sum(sqrt_probs(p_BxNxC) * sqrt_probs(q_BxNxC), axis=-1)
-  return -jnp.mean(jnp.log(jnp.clip(bc_BxN, BC_CLIP, 1.0)), axis=-1)
+  pairs = (_steps(p_BxNxC), _steps(q_BxNxC))
+  return lax.map(lambda pq: jnp.mean(_neg_log_bc(*pq), axis=-1), pairs).reshape(-1)
 
 
-# Largest number of points per call of the paired distance (smaller calls are padded to a power
-# of two): bounds its memory and the number of shapes it is compiled for.
+@jax.jit
+def _indexed_pairs(p_MxNxC: jax.Array, rows_B: jax.Array, cols_B: jax.Array) -> jax.Array:
+  TRACE_COUNTS['indexed_pairs'] += 1
+  _, n, c = p_MxNxC.shape
+  k = _pairs_per_step(rows_B.shape[0], n, c)
+
+  def step(index):
+    rows_K, cols_K = index
+    return jnp.mean(_neg_log_bc(p_MxNxC[rows_K], p_MxNxC[cols_K]), axis=-1)
+
+  return lax.map(step, (rows_B.reshape(-1, k), cols_B.reshape(-1, k))).reshape(-1)
+
+
+# Largest number of points (or index pairs) per call of the paired distances (smaller calls are
+# padded to a power of two): bounds their memory and the number of shapes they are compiled for.
 _PAIRED_BATCH = 256
+
+
+def _pow2_batch(total: int, batch: int) -> int:
+  """The batch size for ``total`` items: the power of two covering them, at most ``batch``."""
+  return min(batch, 1 << max(0, (total - 1).bit_length()))
 
 
 def padded_batches(x: Any, batch: int):
@@ -398,7 +500,7 @@ def padded_batches(x: Any, batch: int):
   Padding rows are uniform distributions, valid input whose results the caller drops.
   """
   total = x.shape[0]
-  size = min(batch, 1 << max(0, (total - 1).bit_length()))
+  size = _pow2_batch(total, batch)
   for start in range(0, total, size):
     x_b = np.asarray(x[start:start + size], np.float32)
     count = x_b.shape[0]
@@ -411,12 +513,17 @@ def padded_batches(x: Any, batch: int):
 def bhattacharyya_paired(p: Any, q: Any) -> np.ndarray:
   """Distances between matching points, d_B(p[i], q[i]), with the same clip as bhattacharyya.
 
+  Computed per sample from the squared differences of square-root probabilities
+  (``_neg_log_bc``), so small distances, such as those of consecutive checkpoints, keep their
+  digits: within 1e-6 relative of float64 of the same inputs for d_B >= 1e-7 (module
+  docstring).
+
   Args:
-    p: (M, N, C) probabilities.
+    p: (M, N, C) probabilities (any float dtype).
     q: (M, N, C) probabilities.
 
   Returns:
-    (M,) float32 NumPy array.
+    (M,) float32 NumPy array; exactly 0 where p[i] equals q[i].
 
   Raises:
     ValueError: if p or q are not probabilities or their shapes differ.
@@ -431,3 +538,58 @@ def bhattacharyya_paired(p: Any, q: Any) -> np.ndarray:
   for (start, count, p_b), (_, _, q_b) in zip(padded_batches(p, _PAIRED_BATCH), q_batches):
     out_M[start:start + count] = np.asarray(_paired(p_b, q_b))[:count]
   return out_M
+
+
+def bhattacharyya_pairs(p: Any, rows: Any, cols: Any, *, max_pairs: int | None = None
+                        ) -> np.ndarray:
+  """Distances d_B(p[rows[k]], p[cols[k]]) between chosen pairs of points of one array.
+
+  As accurate as ``bhattacharyya_paired`` (the same per-sample form, see the module docstring),
+  without gathering the pairs on the host: p is copied to the device once and each batch of
+  pairs is gathered there. Use it instead of the Gram ``bhattacharyya`` where small distances
+  matter; the Gram matmul is faster for all pairs of many points.
+
+  Example:
+    >>> p = np.random.default_rng(0).dirichlet(np.ones(10), size=(4, 100))
+    >>> rows, cols = np.triu_indices(4, k=1)
+    >>> d = distances.bhattacharyya_pairs(p, rows, cols)   # (6,), d_B(p[0], p[1]), ...
+
+  Args:
+    p: (M, N, C) probabilities.
+    rows: (K,) int indices into p.
+    cols: (K,) int indices into p.
+    max_pairs: the most pairs the caller evaluates on arrays of this shape (default K); it
+      sets the batch size, so that calls with fewer pairs compile no other shape.
+
+  Returns:
+    (K,) float32 NumPy array.
+
+  Raises:
+    ValueError: if p are not probabilities, or rows and cols differ in shape or leave [0, M).
+  """
+  checks.check_probabilities(p, 'p')
+  rows_K, cols_K = np.asarray(rows), np.asarray(cols)
+  if (rows_K.ndim != 1 or rows_K.shape != cols_K.shape
+      or not {rows_K.dtype.kind, cols_K.dtype.kind} <= set('iu')):
+    raise ValueError(f'rows {rows_K.shape} {rows_K.dtype.name} and cols {cols_K.shape} '
+                     f'{cols_K.dtype.name}: expected two (K,) integer arrays of the same K.')
+  m = p.shape[0]
+  bad_K = (rows_K < 0) | (rows_K >= m) | (cols_K < 0) | (cols_K >= m)
+  if bad_K.any():
+    k = int(np.argmax(bad_K))
+    raise ValueError(f'pair {k} is ({rows_K[k]}, {cols_K[k]}): rows and cols must index the {m} '
+                     f'points of p, in [0, {m}).')
+  total = len(rows_K)
+  out_K = np.empty(total, np.float32)
+  if not total:
+    return out_K
+  size = _pow2_batch(max(total, max_pairs or 0), _PAIRED_BATCH)
+  # Pairs (0, 0) pad the last batch: distance 0, dropped.
+  pairs_2xK = np.zeros((2, _round_up(total, size)), np.int32)
+  pairs_2xK[:, :total] = rows_K, cols_K
+  p_MxNxC = jnp.asarray(np.asarray(p, np.float32))
+  for start in range(0, total, size):
+    rows_B, cols_B = pairs_2xK[:, start:start + size]
+    count = min(size, total - start)
+    out_K[start:start + count] = np.asarray(_indexed_pairs(p_MxNxC, rows_B, cols_B))[:count]
+  return out_K

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ensembles import analysis
+from ensembles.analysis import distances
 
 
 def theta(num_classes):
@@ -14,9 +15,30 @@ def theta(num_classes):
 
 
 def reference_distance(p, q):
-  """Float64 d_B of two (N, C) predictions, with the documented clip."""
-  bc = np.sqrt(np.asarray(p, np.float64) * np.asarray(q, np.float64)).sum(-1)
-  return -np.mean(np.log(np.clip(bc, 1e-6, 1)))
+  """Float64 d_B of two (..., N, C) predictions from the definition, with the documented clip:
+  each row renormalised in float64 (float64 copies of the given inputs)."""
+  p = np.asarray(p, np.float64)
+  q = np.asarray(q, np.float64)
+  p = p / p.sum(-1, keepdims=True)
+  q = q / q.sum(-1, keepdims=True)
+  return -np.mean(np.log(np.clip(np.sqrt(p * q).sum(-1), 1e-6, 1)), axis=-1)
+
+
+def drifting_runs(num_runs, scales, seed):
+  """(E, T, N, C) float32 runs from one start whose logits drift by ~scales[t] at step t: their
+  steps, and runs at one step, are nearly equal distributions (d_B ~ 1e-7 for a scale of 1e-3)."""
+  rng = np.random.default_rng(seed)
+  start = 2 * rng.standard_normal((1, 1, 300, 10))
+  drift = np.asarray(scales)[None, :, None, None] * rng.standard_normal(
+      (num_runs, len(scales), 300, 10))
+  logits = start + np.cumsum(drift, axis=1)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  return (probs / probs.sum(-1, keepdims=True)).astype(np.float32)
+
+
+# Agreement asked of path lengths and equal-progress distances with float64 of the same float32
+# inputs, for d_B >= 1e-7 (measured: <= 2e-7).
+_RTOL = 1e-6
 
 
 @pytest.fixture
@@ -91,6 +113,17 @@ def test_path_length_of_sampled_geodesic(labels):
   np.testing.assert_allclose(both, [steps * 2 * math.sqrt(step_distance)] * 2, rtol=1e-5)
 
 
+def test_path_length_of_nearly_equal_checkpoints_matches_float64():
+  # Steps of d_B ~ 1e-7 .. 1e-5; the float32 form -log sum sqrt(p) sqrt(q) was 5e-3 relative
+  # off the length of these runs.
+  runs = drifting_runs(3, np.geomspace(1.2e-3, 1e-2, 12), seed=7)
+  steps = reference_distance(runs[:, :-1], runs[:, 1:])
+  assert 1e-7 <= steps.min() < 2e-7 and 5e-6 < steps.max() < 5e-5
+  expected = (2 * np.sqrt(steps)).sum(axis=1)
+  np.testing.assert_allclose(analysis.path_length(runs), expected, rtol=_RTOL, atol=0)
+  assert analysis.path_length(runs[1]) == pytest.approx(expected[1], rel=_RTOL)
+
+
 def test_resample_along_the_geodesic_is_exact(labels):
   # Progress along the geodesic is t and slerp between two of its points stays on it.
   traj = analysis.geodesic(labels, 10, [0.0, 0.2, 0.5, 0.9])
@@ -151,6 +184,32 @@ def test_equal_progress_distances_mask_absent_runs():
   assert d[1, 0, 2] == pytest.approx(reference_distance(probs[0, 1], probs[2, 1]), abs=1e-5)
   assert np.isnan(d[1, 1]).all() and np.isnan(d[1, :, 1]).all()
   assert not np.isnan(d[0]).any()
+
+
+def test_equal_progress_distances_match_float64_and_compile_once():
+  # Runs that drift apart from one start: at the first grid values d_B ~ 1e-7, where the Gram
+  # matmul's rounding put these distances up to 7e-2 relative off.
+  runs = drifting_runs(7, [1e-3, 1e-3, 1e-2, 1e-1], seed=9)  # (E, G, N, C)
+  reached = np.ones((7, 4), bool)
+  reached[2, 3] = reached[5, 1:] = False
+  d = analysis.equal_progress_distances(runs, reached)
+  assert d.shape == (4, 7, 7) and d.dtype == np.float32
+  for g in range(4):
+    present = np.flatnonzero(reached[:, g])
+    rows, cols = np.meshgrid(present, present, indexing='ij')
+    expected = reference_distance(runs[rows, g], runs[cols, g])
+    off = rows != cols
+    assert expected[off].min() >= 1e-7
+    np.testing.assert_allclose(d[g][rows, cols][off], expected[off], rtol=_RTOL, atol=0)
+    np.testing.assert_array_equal(np.diag(d[g])[present], 0.0)
+    absent = np.flatnonzero(~reached[:, g])
+    assert np.isnan(d[g, absent]).all() and np.isnan(d[g, :, absent]).all()
+  assert d[0, 0, 1] < 2e-7
+  before = dict(distances.TRACE_COUNTS)
+  fewer = reached.copy()
+  fewer[:4, 2] = False
+  analysis.equal_progress_distances(runs, fewer)  # Other counts of pairs, the same batches.
+  assert dict(distances.TRACE_COUNTS) == before
 
 
 def test_bad_inputs_raise_value_error(labels):
