@@ -391,20 +391,68 @@ def bhattacharyya(p: Any, q: Any = None, *, samples_per_log: int = SAMPLES_PER_L
   m, n, c = p.shape
   m_cols = m if symmetric else q.shape[0]
   plan = plan_tiles(m, m_cols, symmetric, len(devices))
-  rows_padded, cols_padded = plan.padded_shape
   size = _chunk_size(n, m + (0 if symmetric else m_cols), c, samples_per_log)
+  columns = lambda start: [] if symmetric else [  # noqa: E731
+      _replicate(_padded_chunk(q, start, size, plan.padded_shape[1]), mesh)]
+  return _distances(p, columns, plan, mesh, size, samples_per_log, (m, m_cols))
+
+
+def _distances(p: Any, columns, plan: TilePlan, mesh: Mesh, size: int, samples_per_log: int,
+               shape: tuple[int, int]) -> jax.Array:
+  """The tiled distances of p's points to the columns' points, chunk by chunk of samples.
+
+  Args:
+    p: (m, N, C) probabilities of the row points.
+    columns: start sample -> [] (p against itself) or [the columns' chunk, replicated].
+    plan, mesh, size, samples_per_log: the tiling, the devices, samples per chunk and per log.
+    shape: the output's shape, cropped from the plan's padded one.
+  """
   acc_SxBxB = _zero_tiles(plan=plan, mesh=mesh)
-  for start in range(0, n, size):
+  for start in range(0, p.shape[1], size):
     # The host prepares this chunk while the devices still add the previous one; waiting for
     # it before dispatching keeps one chunk in flight (asynchronous dispatch would otherwise
     # queue every chunk of the input at once).
-    chunks = [_padded_chunk(p, start, size, rows_padded)]
-    if not symmetric:
-      chunks.append(_padded_chunk(q, start, size, cols_padded))
-    chunks = [_replicate(chunk, mesh) for chunk in chunks]
-    acc_SxBxB = _accumulate_chunk(acc_SxBxB.block_until_ready(), *chunks, plan=plan, mesh=mesh,
-                                  group=samples_per_log)
-  return _finish(acc_SxBxB, n, plan=plan, mesh=mesh, shape=(m, m_cols))
+    rows = _replicate(_padded_chunk(p, start, size, plan.padded_shape[0]), mesh)
+    acc_SxBxB = _accumulate_chunk(acc_SxBxB.block_until_ready(), rows, *columns(start),
+                                  plan=plan, mesh=mesh, group=samples_per_log)
+  return _finish(acc_SxBxB, p.shape[1], plan=plan, mesh=mesh, shape=shape)
+
+
+class DistancesTo:
+  """Distances from blocks of points to fixed points (landmarks), the fixed ones kept on the
+  devices: ``DistancesTo(q, block)(p)`` is ``bhattacharyya(p, q)`` for any p of at most
+  ``block`` points, without padding and sending q's chunks to the devices at every call.
+
+  Every call runs one tiling and one compiled program: p is padded to ``block`` rows (padding
+  rows add log 1 = 0 and are cropped), so the last, smaller block of a sweep compiles nothing
+  new. Device memory: q's L x N x C float32 on every device, on top of ``bhattacharyya``'s.
+  """
+
+  def __init__(self, q: Any, block: int, *, samples_per_log: int = SAMPLES_PER_LOG,
+               devices: Sequence[jax.Device] | None = None):
+    checks.check_probabilities(q, 'q')
+    devices = jax.devices() if devices is None else list(devices)
+    if block < 1 or not devices:
+      raise ValueError(f'block={block}, {len(devices)} devices: need block >= 1 and a device.')
+    self._mesh = Mesh(np.asarray(devices), (TILE_AXIS,))
+    m_cols, n, c = q.shape
+    self._block, self._m_cols, self._shape = block, m_cols, (n, c)
+    self._plan = plan_tiles(block, m_cols, False, len(devices))
+    self._samples_per_log = samples_per_log
+    self._size = _chunk_size(n, block + m_cols, c, samples_per_log)
+    self._chunks = {start: _replicate(_padded_chunk(q, start, self._size,
+                                                    self._plan.padded_shape[1]), self._mesh)
+                    for start in range(0, n, self._size)}
+
+  def __call__(self, p: Any) -> jax.Array:
+    """(m, L) float32 distances from p's m <= block points to q's, replicated."""
+    checks.check_probabilities(p, 'p')
+    if tuple(p.shape[1:]) != self._shape or p.shape[0] > self._block:
+      raise ValueError(f'p has shape {tuple(p.shape)}: expected at most {self._block} points '
+                       f'on (N, C) = {self._shape}.')
+    d_BxL = _distances(p, lambda start: [self._chunks[start]], self._plan, self._mesh,
+                       self._size, self._samples_per_log, (self._block, self._m_cols))
+    return d_BxL if p.shape[0] == self._block else d_BxL[:p.shape[0]]
 
 
 def _neg_log_bc(p_KxNxC: jax.Array, q_KxNxC: jax.Array) -> jax.Array:

@@ -3,9 +3,10 @@
 ``embed_trajectories(traj)`` fits InPCA on L landmarks (``landmarks.choose_landmarks``) and
 places every recorded point of every member that did not diverge, block by block from the
 store's block reader: a block's (block x L) distances to the landmarks are the tiled Gram kernel
-(``distances.bhattacharyya``, spread over this process's devices) and its coordinates the
-out-of-sample formula, computed where the distances are. Host memory is O(L^2 + L N C +
-block L + block N C), whatever the number of points.
+(``distances.DistancesTo``: the landmarks stay on this process's devices, the tiles are spread
+over them) and its coordinates the out-of-sample formula, computed where the distances are.
+Host memory is O(L^2 + L N C + block L + block N C), whatever the number of points; each
+device holds the landmarks' L N C probabilities.
 
 With ``outdir`` the map is written as it is made, and a killed run resumes::
 
@@ -431,7 +432,8 @@ def _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir
   coords_PxK = np.full((num_members * num_times, k), np.nan, np.float32)
   landmark_P = np.zeros(num_members * num_times, bool)
   landmark_P[landmarks_L] = True
-  probs_LxNxC = None
+  to_landmarks = None  # The landmarks on this process's devices, once a block needs them.
+  block = max((len(members) * len(times) for members, times in plan), default=1)
   basis = (jnp.asarray(fit.column_means, jnp.float32), jnp.float32(fit.grand_mean),
            jnp.asarray(_basis(fit), jnp.float32))
   columns = _Columns(traj, landmark_P, valid_ExT, k)
@@ -447,12 +449,13 @@ def _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir
     flat = (members_B[:, None] * num_times + times_B[None, :]).reshape(-1)
     valid = valid_ExT.reshape(-1)[flat]
     if valid.any():
-      if probs_LxNxC is None:
-        probs_LxNxC = reader.read_points(split, landmarks_L // num_times, landmarks_L % num_times)
+      if to_landmarks is None:
+        to_landmarks = distances.DistancesTo(reader.read_points(
+            split, landmarks_L // num_times, landmarks_L % num_times), block, devices=share.mine)
       points = flat[valid]
       probs_BxNxC = reader.read_points(split, points // num_times, points % num_times)
       _check_finite(probs_BxNxC, points // num_times, points % num_times)
-      d_BxL = distances.bhattacharyya(probs_BxNxC, probs_LxNxC, devices=share.mine)
+      d_BxL = to_landmarks(probs_BxNxC)
       coords_PxK[points] = np.asarray(_place(d_BxL, *basis))
       progress_B = geometry.progress(probs_BxNxC, np.asarray(traj.labels(split)))
       done += len(points)

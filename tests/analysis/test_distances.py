@@ -395,3 +395,21 @@ def test_tile_plan_covers_each_block_once_and_balances(m, m_cols, symmetric, num
 def test_no_devices_raise_value_error():
   with pytest.raises(ValueError, match=r'devices=\[\]'):
     distances.bhattacharyya(dirichlet((3, 5), 4, seed=0), devices=[])
+
+
+def test_distances_to_fixed_points_are_the_gram_and_compile_once(d_b_numpy):
+  rng = np.random.default_rng(7)
+  q = rng.dirichlet(np.ones(5), (9, 30)).astype(np.float32)
+  p = rng.dirichlet(np.ones(5), (11, 30)).astype(np.float32)
+  to_q = distances.DistancesTo(q, block=8)
+  first = np.asarray(to_q(p[:8]))
+  np.testing.assert_array_equal(first, np.asarray(distances.bhattacharyya(p[:8], q)))
+  np.testing.assert_allclose(first[2, 3], d_b_numpy(p[2], q[3]), rtol=1e-5)
+  before = dict(distances.TRACE_COUNTS)
+  last = np.asarray(to_q(p[8:]))  # a smaller, last block: padded, nothing new compiled
+  assert dict(distances.TRACE_COUNTS) == before and last.shape == (3, 9)
+  np.testing.assert_allclose(last, np.asarray(distances.bhattacharyya(p[8:], q)), atol=1e-7)
+  with pytest.raises(ValueError, match=r'p has shape \(9, 30, 5\): expected at most 8 points'):
+    to_q(p[:9])
+  with pytest.raises(ValueError, match=r'expected at most 8 points on \(N, C\) = \(30, 5\)'):
+    to_q(p[:2, :20])
