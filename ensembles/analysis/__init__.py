@@ -24,6 +24,7 @@ trainer.
 from ensembles.analysis import design
 from ensembles.analysis.distances import BC_CLIP, bhattacharyya, bhattacharyya_paired
 from ensembles.analysis.embedding import InPCA, inpca
+from ensembles.analysis.eigen import Eigenpairs, top_by_magnitude
 from ensembles.analysis.factors import (FACTORS, FactorRow, FactorTable, factor_analysis,
                                         factor_table, pair_factor, seed_groups)
 from ensembles.analysis.geometry import (Resampled, distance_to_mean, equal_progress_distances,
@@ -45,4 +46,5 @@ __all__ = [
     'plot_embedding', 'plot_explained_stress', 'progress', 'progress_grid', 'resample',
     'seed_groups', 'slerp', 'summarize', 'truth', 'tube_width', 'write_analysis',
     'write_embedding_html',
+    'Eigenpairs', 'top_by_magnitude',
 ]

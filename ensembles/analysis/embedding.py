@@ -5,9 +5,10 @@
     ES_k = 1 - sqrt(1 - sum_{a<=k} lam_a^2 / ||W||_F^2)
 
 Unlike classical MDS, W need not be positive semi-definite: Bhattacharyya distances give large
-negative eigenvalues, which carry real structure and keep their sign here. Computed in float64
-on the host (NumPy/SciPy): full ``eigh`` up to FULL_EIGH_MAX_POINTS points, a top-k Lanczos
-solver by magnitude (ARPACK ``eigsh(which='LM')``, which finds both ends of the spectrum) above.
+negative eigenvalues, which carry real structure and keep their sign here. W is formed in float64
+on the host; its eigenpairs by magnitude come from ``ensembles.analysis.eigen``: by default SciPy
+float64 on a CPU backend (full ``eigh`` up to FULL_EIGH_MAX_POINTS points, ARPACK top-k by
+magnitude above), jit-compiled JAX on a GPU/TPU (dense ``eigh``, or block Krylov for large m).
 """
 
 from __future__ import annotations
@@ -15,26 +16,26 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
-import scipy.linalg
-import scipy.sparse.linalg
 
 from ensembles.analysis import checks
+from ensembles.analysis import eigen
 
-# Largest number of points for a full eigendecomposition (O(m^3); timings in
-# benchmarks/results/embedding_cpu-2cores.md); above it only the top-k eigenpairs by magnitude
-# are computed.
-FULL_EIGH_MAX_POINTS = 4000
+# Largest number of points for a full eigendecomposition on the CPU under method='auto' (the
+# bound and its reasons live in eigen.py; ``inpca`` reads this name, so it can be lowered here).
+FULL_EIGH_MAX_POINTS = eigen.FULL_EIGH_MAX_POINTS
 
 # Components kept when k is None and the top-k solver is used (all m are kept otherwise).
 DEFAULT_TOP_K = 20
 
-# Relative tolerance of the Lanczos solver (0 would mean machine precision, far slower).
-_EIGSH_TOLERANCE = 1e-10
-
-# Eigenvalues below this fraction of the largest |lam| are treated as zero by project().
+# Eigenvalues below this fraction of the largest |lam| are treated as zero by project(), for a
+# float64 solver. A solver in another precision gets the same number of its own ulps, and inpca
+# stores its eigenvalues below that as exactly 0 (float32 rounding can leave W's null
+# eigenvalue, along the all-ones vector, above this fraction).
 _NULL_EIGENVALUE = 1e-12
 
-_METHODS = ('auto', 'full', 'topk')
+# Earlier names of the SciPy methods, still accepted.
+_METHOD_ALIASES = {'full': 'scipy-full', 'topk': 'scipy-topk'}
+_METHODS = eigen.METHODS + tuple(_METHOD_ALIASES)
 
 
 class InPCA(NamedTuple):
@@ -100,11 +101,11 @@ class InPCA(NamedTuple):
     return diag_M[:, None] + diag_M[None, :] - 2 * gram_MxM
 
 
-def _null(lam_K: np.ndarray) -> np.ndarray:
+def _null(lam_K: np.ndarray, tolerance: float = _NULL_EIGENVALUE) -> np.ndarray:
   """Eigenvalues that are zero up to rounding (W always has one, along the all-ones vector):
   their axis carries no coordinate."""
   magnitude_K = np.abs(lam_K)
-  return magnitude_K <= _NULL_EIGENVALUE * float(magnitude_K.max(initial=0.0))
+  return magnitude_K <= tolerance * float(magnitude_K.max(initial=0.0))
 
 
 def _double_center(d_MxM: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -114,27 +115,6 @@ def _double_center(d_MxM: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
   grand_mean = float(column_means_M.mean())
   w_MxM = -0.5 * (d_MxM - row_means_M[:, None] - column_means_M[None, :] + grand_mean)
   return w_MxM, column_means_M, grand_mean
-
-
-def _top_k_by_magnitude(w_MxM: np.ndarray, k: int, method: str):
-  """(k,) eigenvalues by |lam| descending, their (m, k) eigenvectors, and the stress left
-  unexplained after each component, (k,) sum_{a>k} lam_a^2 / ||W||_F^2."""
-  m = w_MxM.shape[0]
-  total_stress = max(float(np.sum(w_MxM**2)), np.finfo(np.float64).tiny)  # = sum of all lam^2
-  if method == 'full':
-    lam_M, u_MxM = scipy.linalg.eigh(w_MxM)
-    order = np.argsort(-np.abs(lam_M), kind='stable')
-    # The tail sums of the known spectrum make ES_m exactly 1 (1 - cumsum would leave ~1e-16,
-    # which the square root in ES turns into ~1e-8).
-    tail_M = np.cumsum((lam_M[order]**2)[::-1])[::-1]
-    residual_K = np.append(tail_M[1:], 0.0)[:k] / total_stress
-    return lam_M[order[:k]], u_MxM[:, order[:k]], residual_K
-  # ARPACK needs k < m; 'LM' (largest magnitude) returns the extremes of both signs.
-  v0_M = np.ones(m) / np.sqrt(m) + np.linspace(-1, 1, m) / m  # deterministic start vector
-  lam_K, u_MxK = scipy.sparse.linalg.eigsh(w_MxM, k=k, which='LM', tol=_EIGSH_TOLERANCE, v0=v0_M)
-  order = np.argsort(-np.abs(lam_K), kind='stable')
-  lam_K = lam_K[order]
-  return lam_K, u_MxK[:, order], 1.0 - np.cumsum(lam_K**2) / total_stress
 
 
 def _fix_signs(u_MxK: np.ndarray) -> np.ndarray:
@@ -154,32 +134,36 @@ def inpca(d: Any, k: int | None = None, method: str = 'auto') -> InPCA:
   Args:
     d: (m, m) symmetric matrix of distances, used as squared distances (Bhattacharyya d_B).
     k: components to keep; None keeps all m when the full solver runs, DEFAULT_TOP_K otherwise.
-    method: 'full' (eigh), 'topk' (Lanczos by magnitude, needs k < m) or 'auto' (full up to
-      FULL_EIGH_MAX_POINTS points).
+    method: an ``eigen.METHODS`` solver: 'scipy-full' (eigh), 'scipy-topk' (Lanczos by
+      magnitude, needs k < m), 'jax-dense', 'jax-topk' (needs k < m), or 'auto' (on a CPU
+      backend 'scipy-full' up to FULL_EIGH_MAX_POINTS points, else 'scipy-topk'; on GPU/TPU
+      'jax-dense', or 'jax-topk' for large m). 'full' and 'topk' name the SciPy ones. The JAX
+      solvers run in float32 unless x64 is on.
 
   Returns:
     An ``InPCA`` result (coords, eigenvalues, explained_stress, project()).
 
   Raises:
     ValueError: if d is not a finite symmetric square matrix, k is out of [1, m] (or not < m for
-      'topk'), or method is unknown.
+      a top-k method), or method is unknown.
   """
   d_MxM = checks.check_distance_matrix(d)
   d_MxM = 0.5 * (d_MxM + d_MxM.T)  # float rounding only: asymmetry was checked above
   m = d_MxM.shape[0]
   if method not in _METHODS:
     raise ValueError(f'method={method!r}: accepted {_METHODS}.')
-  if method == 'auto':
-    method = 'full' if m <= FULL_EIGH_MAX_POINTS else 'topk'
+  method = eigen.resolve_method(_METHOD_ALIASES.get(method, method), m,
+                                full_eigh_max_points=FULL_EIGH_MAX_POINTS)
   if k is None:
-    k = m if method == 'full' else min(DEFAULT_TOP_K, m - 1)
-  if not 1 <= k <= m or (method == 'topk' and k >= m):
-    limit = f'1..{m - 1} for the top-k solver' if method == 'topk' else f'1..{m}'
-    raise ValueError(f'k={k}: accepted {limit} (D has {m} points).')
+    k = m if method in eigen.DENSE_METHODS else min(DEFAULT_TOP_K, m - 1)
   w_MxM, column_means_M, grand_mean = _double_center(d_MxM)
-  lam_K, u_MxK, residual_K = _top_k_by_magnitude(w_MxM, k, method)
-  u_MxK = _fix_signs(u_MxK)
-  explained_K = 1.0 - np.sqrt(np.clip(residual_K, 0.0, 1.0))
+  pairs = eigen.top_by_magnitude(w_MxM, k, method)
+  lam_K = pairs.values_K
+  if pairs.solver_eps > np.finfo(np.float64).eps:
+    tolerance = _NULL_EIGENVALUE * pairs.solver_eps / np.finfo(np.float64).eps
+    lam_K = np.where(_null(lam_K, tolerance), 0.0, lam_K)
+  u_MxK = _fix_signs(pairs.vectors_MxK)
+  explained_K = 1.0 - np.sqrt(np.clip(pairs.residual_K, 0.0, 1.0))
   coords_MxK = np.where(_null(lam_K), 0.0, u_MxK * np.sqrt(np.abs(lam_K)))
   return InPCA(coords=coords_MxK, eigenvalues=lam_K,
                explained_stress=explained_K, eigenvectors=u_MxK, column_means=column_means_M,

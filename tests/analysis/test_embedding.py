@@ -136,3 +136,35 @@ def test_project_rejects_wrong_width():
   fit = analysis.inpca(squared_distances(np.arange(8.0)[:, None]), k=1)
   with pytest.raises(ValueError, match=r'expected \(q, 8\)'):
     fit.project(np.zeros((2, 7)))
+
+
+@pytest.mark.parametrize('method', ['jax-dense', 'jax-topk'])
+def test_jax_methods_agree_with_scipy(method):
+  # As test_top_k_solver_agrees_with_full, at a size where 'jax-topk' runs its Krylov iteration.
+  rng = np.random.default_rng(7)
+  x = rng.normal(size=(400, 5)) * np.array([3.0, 2.0, 1.5, 1.0, 0.5])
+  t = rng.normal(size=(400, 3)) * np.array([2.5, 1.2, 0.7])
+  noise = rng.normal(scale=0.05, size=(400, 400))
+  d = squared_distances(x) - squared_distances(t) + noise + noise.T
+  full = analysis.inpca(d, k=8, method='full')
+  fit = analysis.inpca(d, k=8, method=method)
+  assert (full.eigenvalues < 0).any(), 'the test needs negative eigenvalues among the top 8'
+  scale = np.abs(full.eigenvalues).max()
+  # float32 solvers: 1e-5 of the largest |lambda| (float32 rounding gives a few 1e-7).
+  np.testing.assert_allclose(fit.eigenvalues, full.eigenvalues, rtol=0, atol=1e-5 * scale)
+  np.testing.assert_allclose(fit.explained_stress, full.explained_stress, atol=1e-5)
+  assert_equal_up_to_column_signs(fit.coords, full.coords, atol=1e-3 * np.sqrt(scale))
+
+
+def test_float32_solver_leaves_null_axes_empty(points):
+  # Squared Euclidean distances of 4-D points: W has rank 4. In float32 its other eigenvalues
+  # are rounding noise; they are stored as 0, so their axes get no coordinate and projecting
+  # the fitted points still returns their coordinates.
+  d = squared_distances(points)
+  fit = analysis.inpca(d, method='jax-dense')
+  assert fit.coords.shape == (30, 30)
+  np.testing.assert_allclose(fit.eigenvalues[:4], pca(points)[1], rtol=1e-5)
+  np.testing.assert_array_equal(fit.eigenvalues[4:], 0.0)
+  np.testing.assert_array_equal(fit.coords[:, 4:], 0.0)
+  np.testing.assert_allclose(fit.project(d), fit.coords, atol=1e-4 * np.abs(fit.coords).max())
+  assert fit.explained_stress[-1] == pytest.approx(1.0, abs=1e-6)
