@@ -38,13 +38,12 @@ from ensembles.analysis.report import AnalysisSummary, analyze_trajectories, wri
 from ensembles.analysis.summary import Analysis, progress_grid, summarize
 
 __all__ = [
-    'BC_CLIP', 'FACTORS', 'Analysis', 'AnalysisSummary', 'FactorRow', 'FactorTable', 'InPCA',
-    'References', 'Resampled', 'TrajectoryEmbedding', 'analyze_trajectories', 'bhattacharyya',
-    'bhattacharyya_paired', 'choose_landmarks', 'design', 'distance_to_mean',
+    'Analysis', 'AnalysisSummary', 'BC_CLIP', 'Eigenpairs', 'FACTORS', 'FactorRow', 'FactorTable',
+    'InPCA', 'References', 'Resampled', 'TrajectoryEmbedding', 'analyze_trajectories',
+    'bhattacharyya', 'bhattacharyya_paired', 'choose_landmarks', 'design', 'distance_to_mean',
     'embed_trajectories', 'embedding_figure_3d', 'equal_progress_distances', 'factor_analysis',
     'factor_table', 'geodesic', 'ignorance', 'inpca', 'pair_factor', 'path_length',
     'plot_embedding', 'plot_explained_stress', 'progress', 'progress_grid', 'resample',
-    'seed_groups', 'slerp', 'summarize', 'truth', 'tube_width', 'write_analysis',
-    'write_embedding_html',
-    'Eigenpairs', 'top_by_magnitude',
+    'seed_groups', 'slerp', 'summarize', 'top_by_magnitude', 'truth', 'tube_width',
+    'write_analysis', 'write_embedding_html',
 ]
