@@ -222,6 +222,11 @@ def environment_lines() -> list[str]:
   ]
 
 
+def int_list(text: str) -> tuple[int, ...]:
+  """'2000,8000' -> (2000, 8000): an argparse ``type`` for comma-separated integers."""
+  return tuple(int(x) for x in text.split(',') if x)
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
   lines = ['| ' + ' | '.join(headers) + ' |', '|' + '|'.join('---' for _ in headers) + '|']
   lines += ['| ' + ' | '.join(str(cell) for cell in row) + ' |' for row in rows]

@@ -316,14 +316,12 @@ def candidates(m: int) -> str:
   return common.markdown_table(headers, rows)
 
 
-def _ints(text: str) -> tuple[int, ...]:
-  return tuple(int(x) for x in text.split(',') if x)
-
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--quick', action='store_true', help=f'm = {QUICK_POINTS}: a smoke test')
-  parser.add_argument('--m', type=_ints, default=None, help=f'points (default {POINTS})')
+  parser.add_argument('--m', type=common.int_list, default=None,
+                      help=f'points (default {POINTS})')
   parser.add_argument('--methods', type=lambda s: tuple(s.split(',')), default=METHODS)
   parser.add_argument('--candidates', action='store_true',
                       help=f'compare the top-k candidates at m = {CANDIDATE_POINTS} instead')

@@ -23,7 +23,6 @@ from absl import app, flags
 
 from benchmarks import common
 from ensembles import store
-from ensembles.store import reader
 
 _MEMBERS = flags.DEFINE_integer('members', 250, 'Members per cohort.')
 _COHORTS = flags.DEFINE_integer('cohorts', 2, 'Cohorts.')

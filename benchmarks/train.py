@@ -579,21 +579,18 @@ def _run_conv(args) -> str:
   return common.markdown_table(headers, rows)
 
 
-def _parse_ints(text: str) -> tuple[int, ...]:
-  return tuple(int(x) for x in text.split(',') if x)
-
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--quick', action='store_true', help='smoke sizes (under a minute)')
   parser.add_argument('--conv', action='store_true',
                       help='compare conv formulations under vmap instead of the main table')
-  parser.add_argument('--device_counts', type=_parse_ints, default=(),
+  parser.add_argument('--device_counts', type=common.int_list, default=(),
                       help='add trainer rows with the members sharded over this many forced '
                            'host devices each (e.g. 1,4); the default rows use one per core')
-  parser.add_argument('--members', type=_parse_ints, default=None,
+  parser.add_argument('--members', type=common.int_list, default=None,
                       help=f'comma-separated ensemble sizes (default {MEMBERS})')
-  parser.add_argument('--conv_members', type=_parse_ints, default=CONV_MEMBERS)
+  parser.add_argument('--conv_members', type=common.int_list, default=CONV_MEMBERS)
   parser.add_argument('--workloads', type=lambda s: tuple(s.split(',')), default=None)
   parser.add_argument('--methods', type=lambda s: tuple(s.split(',')), default=METHODS)
   parser.add_argument('--data_dir', default=None,

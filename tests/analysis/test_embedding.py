@@ -12,6 +12,16 @@ def squared_distances(x, y=None):
   return ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
 
 
+def space_and_time_distances(m, seed):
+  """Squared distances of m points with 5 space-like and 3 time-like directions of comparable
+  size, plus symmetric noise: a W with large eigenvalues of both signs."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(m, 5)) * np.array([3.0, 2.0, 1.5, 1.0, 0.5])
+  t = rng.normal(size=(m, 3)) * np.array([2.5, 1.2, 0.7])
+  noise = rng.normal(scale=0.05, size=(m, m))
+  return squared_distances(x) - squared_distances(t) + noise + noise.T
+
+
 def pca(x):
   """Reference: principal axes of centred points by SVD (no eigen-solver shared with inpca)."""
   centred = x - x.mean(0)
@@ -96,11 +106,7 @@ def test_project_fitted_points_returns_their_coords(k):
 
 def test_top_k_solver_agrees_with_full():
   # Space-like and time-like directions of comparable size, plus symmetric noise.
-  rng = np.random.default_rng(5)
-  x = rng.normal(size=(150, 5)) * np.array([3.0, 2.0, 1.5, 1.0, 0.5])
-  t = rng.normal(size=(150, 3)) * np.array([2.5, 1.2, 0.7])
-  noise = rng.normal(scale=0.05, size=(150, 150))
-  d = squared_distances(x) - squared_distances(t) + noise + noise.T
+  d = space_and_time_distances(150, seed=5)
   full = analysis.inpca(d, k=8, method='full')
   top = analysis.inpca(d, k=8, method='topk')
   assert (full.eigenvalues < 0).any(), 'the test needs negative eigenvalues among the top 8'
@@ -141,11 +147,7 @@ def test_project_rejects_wrong_width():
 @pytest.mark.parametrize('method', ['jax-dense', 'jax-topk'])
 def test_jax_methods_agree_with_scipy(method):
   # As test_top_k_solver_agrees_with_full, at a size where 'jax-topk' runs its Krylov iteration.
-  rng = np.random.default_rng(7)
-  x = rng.normal(size=(400, 5)) * np.array([3.0, 2.0, 1.5, 1.0, 0.5])
-  t = rng.normal(size=(400, 3)) * np.array([2.5, 1.2, 0.7])
-  noise = rng.normal(scale=0.05, size=(400, 400))
-  d = squared_distances(x) - squared_distances(t) + noise + noise.T
+  d = space_and_time_distances(400, seed=7)
   full = analysis.inpca(d, k=8, method='full')
   fit = analysis.inpca(d, k=8, method=method)
   assert (full.eigenvalues < 0).any(), 'the test needs negative eigenvalues among the top 8'
