@@ -241,7 +241,10 @@ def _tile_log_bc_sum(sp_GxKxBxC: jax.Array, sq_GxKxBxC: jax.Array) -> jax.Array:
     sp_KxBxC, sq_KxBxC = group
     product_BxB = None
     for k in range(sp_KxBxC.shape[0]):
-      bc_BxB = jnp.clip(sp_KxBxC[k] @ sq_KxBxC[k].T, BC_CLIP, 1.0)
+      # HIGHEST: full float32 products on every backend (GPUs would default to TF32 and TPUs
+      # to bfloat16 passes, ~1e-3 relative: far above the distances' 1e-7).
+      bc_BxB = jnp.clip(jnp.matmul(sp_KxBxC[k], sq_KxBxC[k].T, precision=lax.Precision.HIGHEST),
+                        BC_CLIP, 1.0)
       product_BxB = bc_BxB if product_BxB is None else product_BxB * bc_BxB
     return total_BxB + jnp.log(product_BxB), None
 

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from ensembles.analysis import distances
+from ensembles.analysis import eigen
 from ensembles.analysis import embedding as embedding_lib
+
+# The landmark fit needs k components only: above this many landmarks a top-k solver replaces
+# the full eigendecomposition ('auto'; at L = 4,000, k = 10 the full one took 46-55 s on the
+# 2-core CPU, benchmarks/README.md "Landmark map"; ARPACK a few seconds, eigen.py's table).
+FIT_FULL_EIGH_MAX_POINTS = 500
 
 # The golden-ratio fraction: member e starts its evenly spaced landmark times at phase
 # frac(e * GOLDEN), so members with few landmarks each still cover all phases together
@@ -85,11 +91,16 @@ def fit_landmarks(probs_LxNxC: Any, k: int, method: str = 'auto', devices=None
   Args:
     probs_LxNxC: the landmarks' probabilities.
     k: components kept (at most L; below L for the top-k solvers).
-    method: eigensolver, as ``embedding.inpca``.
+    method: eigensolver, as ``embedding.inpca``; 'auto' takes a top-k solver above
+      FIT_FULL_EIGH_MAX_POINTS landmarks (``eigen.resolve_method``).
     devices: devices of the Gram (default: all).
 
   Returns:
     The ``InPCA`` fit; its ``project`` places any other point.
   """
+  num_landmarks = len(probs_LxNxC)
+  if method == 'auto':
+    full_up_to = FIT_FULL_EIGH_MAX_POINTS if k < num_landmarks - 1 else num_landmarks
+    method = eigen.resolve_method(method, num_landmarks, full_eigh_max_points=full_up_to)
   d_LxL = np.asarray(distances.bhattacharyya(probs_LxNxC, devices=devices))
   return embedding_lib.inpca(d_LxL, k=k, method=method)

@@ -46,6 +46,7 @@ from ensembles.analysis import distances
 from ensembles.analysis import embedding as embedding_lib
 from ensembles.analysis import geometry
 from ensembles.analysis import landmarks as landmarks_lib
+from ensembles.store import reader as store_reader
 from ensembles.store.format import METRICS, STATUS_DIVERGED
 
 if TYPE_CHECKING:
@@ -74,6 +75,9 @@ MAP_FILE, FIT_FILE, POINTS_DIR = 'map.json', 'fit.npz', 'points'
 
 # Why a point has no coordinates (the ``left_out`` column; '' when placed).
 DIVERGED, NOT_RECORDED = 'member diverged', 'not recorded'
+
+# The left_out column's values, by code.
+_REASONS = ('', NOT_RECORDED, DIVERGED)
 
 # Points along the ignorance -> truth geodesic placed in the map.
 GEODESIC_POINTS = 21
@@ -121,7 +125,7 @@ def _place(d_BxL: jax.Array, column_means_L: jax.Array, grand_mean: jax.Array,
   """Out-of-sample InPCA coordinates of a block from its distances to the landmarks."""
   distances.TRACE_COUNTS['place'] += 1
   w_BxL = -0.5 * (d_BxL - d_BxL.mean(axis=1, keepdims=True) - column_means_L + grand_mean)
-  return w_BxL @ basis_LxK
+  return jnp.matmul(w_BxL, basis_LxK, precision=jax.lax.Precision.HIGHEST)
 
 
 def _basis(fit: embedding_lib.InPCA) -> np.ndarray:
@@ -139,12 +143,10 @@ class _Arrays:
     self.recorded = np.isfinite(self._probs).all(axis=(2, 3))
 
   def block_plan(self, max_points: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    num, num_times = self.recorded.shape
-    per_block = max(1, min(num_times, max_points // num))
-    chunk = max(1, max_points // per_block)
-    return [(np.arange(first, min(first + chunk, num)),
-             np.arange(start, min(start + per_block, num_times)))
-            for start in range(0, num_times, per_block) for first in range(0, num, chunk)]
+    """The store's plan, all members taken as one cohort."""
+    everyone = {0: np.arange(self.recorded.shape[0])}
+    return [(s.members, s.times)
+            for s in store_reader.block_plan(everyone, self.recorded.shape[1], max_points)]
 
   def read_points(self, split: str, members: np.ndarray, times: np.ndarray) -> np.ndarray:
     del split
@@ -389,6 +391,7 @@ def embed_trajectories(traj: TrajectoryStore, k: int = DEFAULT_COMPONENTS,
     share.wait('settled')
     if map_dir and os.path.exists(map_dir.path(FIT_FILE)):
       fit, landmarks_L, geodesic_GxK = _load_fit(map_dir.path(FIT_FILE))
+      to_landmarks = None  # Read when a block needs them.
     else:
       landmarks_L = landmarks_lib.choose_landmarks(valid_ExT, landmarks)
       probs_LxNxC = reader.read_points(split, landmarks_L // num_times, landmarks_L % num_times)
@@ -402,10 +405,12 @@ def embed_trajectories(traj: TrajectoryStore, k: int = DEFAULT_COMPONENTS,
       if map_dir and leader:
         map_dir.write_json({})
         _save_fit(map_dir.path(FIT_FILE), fit, landmarks_L, geodesic_GxK)
+      # Read once: the fit's landmarks go to the devices for the blocks, the host lets go.
+      to_landmarks = distances.DistancesTo(probs_LxNxC, _largest(plan), devices=share.mine)
       del probs_LxNxC
     share.wait('fit')  # The leader wrote the fit before anyone writes a part.
-    coords_PxK = _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir,
-                              share, on_block)
+    coords_PxK = _project_all(traj, reader, plan, split, fit, landmarks_L, to_landmarks,
+                              valid_ExT, map_dir, share, on_block)
     if map_dir and leader:
       map_dir.write_json(dict(complete=True, points=num_members * num_times,
                               placed=int(valid_ExT.sum()), left_out=left_out))
@@ -424,16 +429,19 @@ def _check_finite(probs_PxNxC: np.ndarray, members_P: np.ndarray, times_P: np.nd
                      'or retrain it.')
 
 
-def _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir, share,
-                 on_block) -> np.ndarray:
+def _largest(plan) -> int:
+  """The points of the plan's largest block (every block is padded to it: one program)."""
+  return max((len(members) * len(times) for members, times in plan), default=1)
+
+
+def _project_all(traj, reader, plan, split, fit, landmarks_L, to_landmarks, valid_ExT, map_dir,
+                 share, on_block) -> np.ndarray:
   """Places every block (this process's share), writing parts; returns all coordinates."""
   num_members, num_times = valid_ExT.shape
   k = fit.eigenvalues.shape[0]
   coords_PxK = np.full((num_members * num_times, k), np.nan, np.float32)
   landmark_P = np.zeros(num_members * num_times, bool)
   landmark_P[landmarks_L] = True
-  to_landmarks = None  # The landmarks on this process's devices, once a block needs them.
-  block = max((len(members) * len(times) for members, times in plan), default=1)
   basis = (jnp.asarray(fit.column_means, jnp.float32), jnp.float32(fit.grand_mean),
            jnp.asarray(_basis(fit), jnp.float32))
   columns = _Columns(traj, landmark_P, valid_ExT, k)
@@ -449,14 +457,16 @@ def _project_all(traj, reader, plan, split, fit, landmarks_L, valid_ExT, map_dir
     flat = (members_B[:, None] * num_times + times_B[None, :]).reshape(-1)
     valid = valid_ExT.reshape(-1)[flat]
     if valid.any():
-      if to_landmarks is None:
+      if to_landmarks is None:  # A resumed map: the landmarks are read for the first block left.
         to_landmarks = distances.DistancesTo(reader.read_points(
-            split, landmarks_L // num_times, landmarks_L % num_times), block, devices=share.mine)
+            split, landmarks_L // num_times, landmarks_L % num_times), _largest(plan),
+            devices=share.mine)
       points = flat[valid]
       probs_BxNxC = reader.read_points(split, points // num_times, points % num_times)
       _check_finite(probs_BxNxC, points // num_times, points % num_times)
       d_BxL = to_landmarks(probs_BxNxC)
-      coords_PxK[points] = np.asarray(_place(d_BxL, *basis))
+      # The distances are replicated over the devices: place them on one, once.
+      coords_PxK[points] = np.asarray(_place(d_BxL.addressable_data(0), *basis))
       progress_B = geometry.progress(probs_BxNxC, np.asarray(traj.labels(split)))
       done += len(points)
     else:
@@ -499,7 +509,8 @@ class _Columns:
                      else np.full(valid_ExT.size, np.nan, np.float32) for m in METRICS}
     self._status_E = list(traj.status)
     ok_ExT = np.asarray([s != STATUS_DIVERGED for s in self._status_E])[:, None] | valid_ExT
-    self._reason_P = np.where(valid_ExT, '', np.where(ok_ExT, NOT_RECORDED, DIVERGED)).reshape(-1)
+    # Codes into _REASONS (one byte a point): placed, not recorded, diverged.
+    self._reason_P = np.where(valid_ExT, 0, np.where(ok_ExT, 1, 2)).astype(np.int8).reshape(-1)
     self._hparams = _hparam_columns(list(traj.members))
 
   def table(self, flat_P: np.ndarray, coords_PxK: np.ndarray, progress: dict[int, float]
@@ -510,7 +521,7 @@ class _Columns:
         'time': pa.array(time_P, pa.int64()), 'epoch': pa.array(self._epochs_T[time_P]),
         'step': pa.array(self._steps_P[flat_P]),
         'status': pa.array([self._status_E[e] for e in member_P], pa.string()),
-        'left_out': pa.array(self._reason_P[flat_P].tolist(), pa.string()),
+        'left_out': pa.array(np.asarray(_REASONS)[self._reason_P[flat_P]].tolist(), pa.string()),
         'landmark': pa.array(self._landmark_P[flat_P]),
         'progress': pa.array([progress.get(int(p), np.nan) for p in flat_P], pa.float64()),
     }

@@ -68,6 +68,32 @@ class Block(NamedTuple):
   probs: np.ndarray
 
 
+def block_plan(cohorts: dict[int, np.ndarray], num_times: int, max_points: int
+               ) -> list[BlockSpec]:
+  """Blocks of at most ``max_points`` points: members of one cohort at consecutive times.
+
+  Each cohort's times, then its members, are split into as few groups as fit, of sizes that
+  differ by at most one (13, 13, 12, 12 rather than 16, 16, 16, 2), so every block costs about
+  the same. The plan depends on the manifest alone (missing points included): it is the same
+  on every process and on every reopening.
+
+  Args:
+    cohorts: cohort index -> (E_c,) sweep indices of its members.
+    num_times: T.
+    max_points: the most points of a block.
+  """
+  if max_points < 1:
+    raise ValueError(f'max_points={max_points}: a block holds at least 1 point.')
+  plan = []
+  for cohort, rows in cohorts.items():
+    time_groups = -(-num_times // max(1, min(num_times, max_points // max(1, len(rows)))))
+    for times in np.array_split(np.arange(num_times), time_groups):
+      member_groups = -(-len(rows) * len(times) // max_points)
+      plan += [BlockSpec(cohort, members, times)
+               for members in np.array_split(rows, member_groups) if len(members)]
+  return plan
+
+
 def _record_path(directory: str, index: int) -> str:
   return os.path.join(directory, 'records', str(index), RECORD_ITEM)
 
@@ -187,24 +213,9 @@ class Trajectories:
     return self._probs[split]
 
   def block_plan(self, max_points: int) -> list[BlockSpec]:
-    """Cuts the (members x times) grid into blocks of at most ``max_points`` points.
-
-    A block holds members of one cohort at consecutive recording times, so reading it
-    restores each of its (cohort, time) records once. The plan depends on the manifest alone
-    (missing points included), so it is the same on every process and on every reopening.
-    """
-    if max_points < 1:
-      raise ValueError(f'max_points={max_points}: a block holds at least 1 point.')
-    plan = []
-    num_times = len(self.epochs)
-    for cohort, rows in self._cohorts.items():
-      per_block = max(1, min(num_times, max_points // max(1, len(rows))))
-      member_chunk = max(1, max_points // per_block)
-      for start in range(0, num_times, per_block):
-        times = np.arange(start, min(start + per_block, num_times))
-        for first in range(0, len(rows), member_chunk):
-          plan.append(BlockSpec(cohort, rows[first:first + member_chunk], times))
-    return plan
+    """Cuts the (members x times) grid into blocks of at most ``max_points`` points (see
+    ``block_plan``); reading a block restores each of its (cohort, time) records once."""
+    return block_plan(self._cohorts, len(self.epochs), max_points)
 
   def read_block(self, split: str, spec: BlockSpec) -> Block:
     """The recorded points of one block of ``block_plan`` (missing ones left out)."""

@@ -88,3 +88,41 @@ def test_manifest_is_written_atomically_with_the_format_version(tmp_path):
   assert os.listdir(tmp_path) == [store.SWEEP_FILE]  # No temporary file left behind.
   assert store.read_manifest(str(tmp_path)) == dict(members=[],
                                                     format_version=store.FORMAT_VERSION)
+
+
+def test_a_store_opens_with_its_metadata_and_reads_points_on_demand(store_v1):
+  traj = store.load_trajectories(store_v1)
+  assert traj._probs == {}  # Opening read no probabilities.  # pylint: disable=protected-access
+  expected = np.load(os.path.join(STORE_V1, 'expected.npz'))['train_probs']
+  members, times = np.array([1, 0, 1, 0]), np.array([2, 2, 0, 1])
+  np.testing.assert_array_equal(traj.read_points('train', members, times),
+                                expected[members, times])
+  with pytest.raises(ValueError, match=r'inside \(2, 3\)'):
+    traj.read_points('train', [2], [0])
+
+
+def test_the_block_plan_covers_every_point_once_in_even_blocks():
+  cohorts = {0: np.arange(5), 3: np.arange(5, 7)}
+  plan = store.block_plan(cohorts, num_times=7, max_points=6)
+  points = [(e, t) for spec in plan for e in spec.members for t in spec.times]
+  assert sorted(points) == [(e, t) for e in range(7) for t in range(7)]
+  assert all(len(s.members) * len(s.times) <= 6 for s in plan)
+  assert all(set(s.members) <= set(cohorts[s.cohort]) for s in plan)
+  # Cohort 3 (2 members): times in groups of 3, 2, 2 rather than 3, 3, 1.
+  assert [len(s.times) for s in plan if s.cohort == 3] == [3, 2, 2]
+  with pytest.raises(ValueError, match='max_points=0'):
+    store.block_plan(cohorts, 7, 0)
+
+
+def test_a_block_of_a_partial_store_holds_its_recorded_points(store_v1):
+  shutil.rmtree(os.path.join(store.cohort_dir(store_v1, 0), 'records', '1'))
+  with pytest.warns(UserWarning, match='recording step 1 is missing'):
+    traj = store.load_trajectories(store_v1, allow_partial=True)
+  np.testing.assert_array_equal(traj.recorded, [[True, False, True]] * 2)
+  (spec,) = traj.block_plan(100)
+  block = traj.read_block('test', spec)
+  np.testing.assert_array_equal(block.members, [0, 0, 1, 1])
+  np.testing.assert_array_equal(block.times, [0, 2, 0, 2])
+  np.testing.assert_array_equal(block.probs, traj.probs('test')[[0, 0, 1, 1], [0, 2, 0, 2]])
+  with pytest.raises(ValueError, match=r'point \(member 0, time 1\) is not recorded'):
+    traj.read_points('train', [0], [1])
