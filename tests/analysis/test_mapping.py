@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ensembles import store
-from ensembles.analysis import distances, embedding, mapping
+from ensembles.analysis import distances, embedding, landmarks, mapping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STORE_V1 = os.path.join(ROOT, 'tests', 'data', 'store_v1', 'store')
@@ -39,7 +39,9 @@ def _landmark_mds_float64(points_PxNxC, landmarks_L, k):
   return w_PxL @ u / (np.sign(lam) * np.sqrt(np.abs(lam))), lam
 
 
-def test_landmarks_agree_with_a_float64_landmark_mds(fake_store):
+@pytest.mark.parametrize('full_up_to', [500, 10])  # the fit's full and top-k eigensolvers
+def test_landmarks_agree_with_a_float64_landmark_mds(fake_store, monkeypatch, full_up_to):
+  monkeypatch.setattr(landmarks, 'FIT_FULL_EIGH_MAX_POINTS', full_up_to)
   traj = fake_store(num_times=10)  # 8 members x 10 times
   emb = mapping.embed_trajectories(traj, k=3, landmarks=25)
   points = traj.probs().reshape(-1, *traj.probs().shape[2:])
