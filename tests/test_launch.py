@@ -63,3 +63,17 @@ def test_malformed_config_file_is_one_clear_error(data_dir, tmp_path):
   assert result.returncode != 0
   assert 'broken.py' in result.stderr and 'SyntaxError' in result.stderr
   assert not os.path.exists(workdir)
+
+
+@pytest.mark.parametrize('launcher, shown', [
+    ('train', ['--config', '--workdir', '--overwrite', '--distributed']),
+    ('run', ['--config', '--workdir', '--color_by', '--distributed']),
+    ('analyze', ['--workdir', '--landmarks', '--overwrite', '--distributed']),
+    ('reproduce', ['--workdir', '--config_arg', '--distributed']),
+])
+def test_help_lists_the_launchers_flags_and_exits_zero(launcher, shown):
+  done = subprocess.run([sys.executable, '-m', f'ensembles.launch.{launcher}', '--help'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  for flag in shown:
+    assert f'  {flag}' in done.stdout or f'  --[no]{flag[2:]}' in done.stdout, flag

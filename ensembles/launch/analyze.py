@@ -24,6 +24,8 @@ from ensembles import store
 from ensembles.analysis import mapping
 from ensembles.launch import runtime
 
+flags.adopt_module_key_flags(runtime)
+
 FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trajectories store (train_and_record).')
 _SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'test'], 'Probe split to analyse.')
@@ -99,7 +101,7 @@ def main(argv):
 
 def run():
   """The ``ensembles-analyze`` command."""
-  app.run(main)
+  runtime.run(main)
 
 
 if __name__ == '__main__':

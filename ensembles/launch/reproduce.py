@@ -19,6 +19,8 @@ from ensembles.configs import reproduction as config_lib
 from ensembles.launch import runtime
 from ensembles.reproduction import report as reproduction
 
+flags.adopt_module_key_flags(runtime)
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trajectories store of the sweep.')
 _DOCS_DIR = flags.DEFINE_string('docs_dir', 'docs', 'Where the figures and numbers go.')
 _CONFIG_ARG = flags.DEFINE_enum(
@@ -41,7 +43,7 @@ def main(argv):
 
 def run():
   """The ``ensembles-reproduce`` command."""
-  app.run(main)
+  runtime.run(main)
 
 
 if __name__ == '__main__':

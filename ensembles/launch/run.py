@@ -16,6 +16,10 @@ from ensembles import analysis
 from ensembles import store
 from ensembles.configs import common as config_common
 from ensembles.launch import common
+from ensembles.launch import runtime
+
+flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(runtime)
 
 _SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'test'], 'Probe split to analyse.')
 _COLOR_BY = flags.DEFINE_string('color_by', 'arch', 'Hparams key that colours trajectories.')
@@ -38,7 +42,7 @@ def main(argv):
 
 def run():
   """The ``ensembles-run`` command."""
-  app.run(main)
+  runtime.run(main)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,8 @@
 """Process-wide set-up, made once by every entry point (and notebook) before JAX starts."""
 
-from absl import flags, logging
+import sys
+
+from absl import app, flags, logging
 
 from ensembles.training import devices
 
@@ -21,3 +23,21 @@ def start_process() -> None:
   if DISTRIBUTED.value or COORDINATOR_ADDRESS.value is not None:
     devices.initialize_distributed(COORDINATOR_ADDRESS.value, NUM_PROCESSES.value,
                                    PROCESS_ID.value)
+
+
+# absl's help flags; absl exits with status 1 after printing the help.
+_HELP_FLAGS = ('-?', '-h', '-help', '--help', '--helpshort', '--helpfull', '--helpxml')
+
+
+def run(main) -> None:
+  """``app.run(main)``, where asking for help (``--help``) exits with status 0: it succeeded.
+
+  Each launcher adopts the key flags of the modules that define its flags (``common``, this
+  one), so ``--help`` lists them and not only the launcher's own.
+  """
+  try:
+    app.run(main)
+  except SystemExit as e:
+    if e.code == 1 and any(arg in _HELP_FLAGS for arg in sys.argv[1:]):
+      raise SystemExit(0) from None
+    raise

@@ -8,9 +8,13 @@ add --distributed (SLURM, TPU pods, Open MPI) or --coordinator_address, --num_pr
 --process_id; see ensembles/launch/slurm.sbatch and ensembles/launch/tpu_pod.sh.
 """
 
-from absl import app
+from absl import app, flags
 
 from ensembles.launch import common
+from ensembles.launch import runtime
+
+flags.adopt_module_key_flags(common)
+flags.adopt_module_key_flags(runtime)
 
 
 def main(argv):
@@ -21,7 +25,7 @@ def main(argv):
 
 def run():
   """The ``ensembles-train`` command."""
-  app.run(main)
+  runtime.run(main)
 
 
 if __name__ == '__main__':
