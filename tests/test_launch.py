@@ -41,8 +41,8 @@ def test_launch_train_bad_input_is_one_clear_error(data_dir, tmp_path, flag, mes
   workdir = str(tmp_path / 'run')
   result = _run(['ensembles.launch.train', '--config=ensembles/configs/quickstart.py:tiny', f'--workdir={workdir}',
                  flag], data_dir, timeout=120)
-  assert result.returncode != 0
-  assert message in result.stderr
+  assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert result.stderr.startswith('error: ') and message in result.stderr
   assert not os.path.exists(workdir)
 
 
@@ -51,6 +51,7 @@ def test_launch_run_rejects_unknown_color_before_training(data_dir, tmp_path):
   result = _run(['ensembles.launch.run', '--config=ensembles/configs/quickstart.py:tiny', f'--workdir={workdir}',
                  '--color_by=colour'], data_dir, timeout=120)
   assert result.returncode != 0 and "--color_by='colour'" in result.stderr
+  assert 'Traceback' not in result.stderr
   assert not os.path.exists(workdir)
 
 
@@ -60,9 +61,22 @@ def test_malformed_config_file_is_one_clear_error(data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
   result = _run(['ensembles.launch.train', f'--config={config_path}', f'--workdir={workdir}'], data_dir,
                 timeout=120)
-  assert result.returncode != 0
+  assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-2000:]
   assert 'broken.py' in result.stderr and 'SyntaxError' in result.stderr
   assert not os.path.exists(workdir)
+
+
+def test_a_missing_config_file_and_a_missing_store_are_one_line_errors(data_dir, tmp_path):
+  result = _run(['ensembles.launch.train', '--config=nope.py', f'--workdir={tmp_path}/run'],
+                data_dir, timeout=120)
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert "[Errno 2] No such file or directory: 'nope.py'" in result.stderr
+  result = _run(['ensembles.launch.analyze', f'--workdir={tmp_path}/none'], data_dir, timeout=120)
+  assert result.returncode == 2 and result.stderr.startswith('error: ')
+  assert 'is not a trajectories store' in result.stderr and 'Traceback' not in result.stderr
+  verbose = _run(['ensembles.launch.analyze', f'--workdir={tmp_path}/none', '--verbose'],
+                 data_dir, timeout=120)
+  assert verbose.returncode == 1 and 'Traceback' in verbose.stderr
 
 
 @pytest.mark.parametrize('launcher, shown', [
