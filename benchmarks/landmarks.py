@@ -332,10 +332,10 @@ def map_child(store_dir: str, outdir: str, k: int, num_landmarks: int, kernel_ev
   project_all = mapping._project_all  # pylint: disable=protected-access
   read_coords = mapping._read_coords  # pylint: disable=protected-access
 
-  def timed_project_all(traj_, reader_, plan, split, fit_, landmarks_L, valid_ExT, *rest):
+  def timed_project_all(traj_, reader_, plan, split, fit_, landmarks_L, *rest):
     # The kernel-alone inputs, read before the projection's clock starts (and not timed): the
     # landmarks, and one block of each size in the plan.
-    num_times = valid_ExT.shape[1]
+    num_times = len(traj_.epochs)
     mark.update(fit_end=time.perf_counter(), members_L=landmarks_L // num_times,
                 times_L=landmarks_L % num_times)
     clock.active = False
@@ -352,7 +352,7 @@ def map_child(store_dir: str, outdir: str, k: int, num_landmarks: int, kernel_ev
     clock.active = True
     clock.phase = 'projection'
     mark.update(time=time.perf_counter(), done=0, start=time.perf_counter(), in_kernel=0.0)
-    return project_all(traj_, reader_, plan, split, fit_, landmarks_L, valid_ExT, *rest)
+    return project_all(traj_, reader_, plan, split, fit_, landmarks_L, *rest)
 
   def timed_read_coords(*args):
     mark['projected'] = time.perf_counter()
@@ -749,7 +749,10 @@ def _measured_rates(r: dict) -> dict:
   n, c = r['samples'], r['classes']
   alone = {int(size): statistics.median(runs) for size, runs in r['kernel_after'].items()}
   size = max(_steady(r))
-  label = 'projection: distances > pad landmarks'
+  # The host's padding rate: of the landmarks where they were padded per block (before
+  # DistancesTo), else of the blocks.
+  label = next(name for name in ('projection: distances > pad landmarks',
+                                 'projection: distances > pad block') if name in ps)
   return dict(
       pad_Bps=r['padded_bytes'][label] / ps[label],
       read_Bps=r['points'] * n * c * 2 / ps['projection: read'],
