@@ -77,6 +77,10 @@ def test_a_missing_config_file_and_a_missing_store_are_one_line_errors(data_dir,
   verbose = _run(['ensembles.launch.analyze', f'--workdir={tmp_path}/none', '--verbose'],
                  data_dir, timeout=120)
   assert verbose.returncode == 1 and 'Traceback' in verbose.stderr
+  bad_flag = _run(['ensembles.launch.analyze', f'--workdir={tmp_path}/none', '--max_points=0'],
+                  data_dir, timeout=120)
+  assert bad_flag.returncode == 2 and 'Traceback' not in bad_flag.stderr
+  assert bad_flag.stderr.startswith('error: flag --max_points=0: 0 is not integer >= 2')
 
 
 @pytest.mark.parametrize('launcher, shown', [

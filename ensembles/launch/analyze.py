@@ -31,7 +31,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'The trajectories store (train_a
 _SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'test'], 'Probe split to analyse.')
 _COLOR_BY = flags.DEFINE_string('color_by', 'arch', 'Hparams key that colours trajectories.')
 _MAX_POINTS = flags.DEFINE_integer('max_points', analysis.summary.DEFAULT_MAX_POINTS,
-                                   'Most checkpoints of the comparison embedding.')
+                                   'Most checkpoints of the comparison embedding.', lower_bound=2)
 _LANDMARKS = flags.DEFINE_integer(
     'landmarks', None, 'Landmarks of the map (default: every point up to '
     f'{mapping.LANDMARK_THRESHOLD} points, {mapping.DEFAULT_LANDMARKS} above).', lower_bound=1)
@@ -86,6 +86,12 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.start_process()
   say = print if jax.process_index() == 0 else lambda *args, **kwargs: None
+  # Flags checked against the manifest before any record is read.
+  members = store.read_manifest(_WORKDIR.value)['members']
+  keys = sorted({key for hp in members for key in hp})
+  if any(_COLOR_BY.value not in hp for hp in members):
+    raise app.UsageError(f'--color_by={_COLOR_BY.value!r}: accepted one of {keys} (the hparams '
+                         f'of the members in {_WORKDIR.value}).')
   traj = store.load_trajectories(_WORKDIR.value, allow_partial=True)
   if traj.missing:
     say(f'The store is partial: {len(traj.missing)} (cohort, recording time) records are '

@@ -50,8 +50,8 @@ def run(main) -> None:
   def parse(argv):
     try:
       return flags.FLAGS(argv)
-    except flags.Error:
-      raise  # absl prints its own usage message.
+    except flags.Error as e:  # A bad flag value, an unknown flag.
+      _fail(f'{e} (--help lists the flags)')
     except Exception as e:  # pylint: disable=broad-except  # config_flags: load or override
       if verbose():
         raise

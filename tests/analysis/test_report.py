@@ -127,3 +127,18 @@ def test_the_progress_line_reports_the_placement_rate_and_time_left():
   assert said == ['Placing 100 points...',
                   'Placed 20 of 100 points (20.0%), 2 points/s, 0m40s left',
                   'Placed 100 of 100 points (100.0%), 8 points/s, 0m00s left']
+
+
+def test_the_launcher_checks_color_by_against_the_manifest_before_reading(fake_store, stored,
+                                                                          tmp_path, monkeypatch):
+  from absl import app
+  from absl.testing import flagsaver
+
+  from ensembles import store
+  from ensembles.launch import analyze
+  workdir = stored(fake_store(), str(tmp_path / 'store'))
+  monkeypatch.setattr(store, 'load_trajectories', lambda *a, **k: pytest.fail('records read'))
+  with flagsaver.flagsaver():
+    analyze.FLAGS(['analyze', f'--workdir={workdir}', '--color_by=colour'])
+    with pytest.raises(app.UsageError, match=r"--color_by='colour': accepted one of \['arch'"):
+      analyze.main(['analyze'])
