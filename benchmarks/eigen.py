@@ -316,7 +316,6 @@ def candidates(m: int) -> str:
   return common.markdown_table(headers, rows)
 
 
-
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--quick', action='store_true', help=f'm = {QUICK_POINTS}: a smoke test')

@@ -579,7 +579,6 @@ def _run_conv(args) -> str:
   return common.markdown_table(headers, rows)
 
 
-
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--quick', action='store_true', help='smoke sizes (under a minute)')
