@@ -55,14 +55,16 @@ if TYPE_CHECKING:
 # InPCA components kept.
 DEFAULT_COMPONENTS = 10
 
-# Landmarks when none are asked for and the points are more than LANDMARK_THRESHOLD
-# (docs/LANDMARKS.md: the accuracy of landmark against full InPCA on real stores).
-DEFAULT_LANDMARKS = 2000
+# Landmarks when none are asked for and the points are more than LANDMARK_THRESHOLD: the
+# smallest L at which the top-3 axes of three real stores agree with the full InPCA to 0.03 of
+# their spread (docs/LANDMARKS.md).
+DEFAULT_LANDMARKS = 4000
 
-# Up to this many points the map is a full InPCA (every point a landmark). Above it the full
-# Gram and eigendecomposition grow as m^2 and m^3 (full InPCA of 8,000 points took 310 s on
-# this 2-core CPU, 4,000 about 30 s) while the landmark map grows linearly.
-LANDMARK_THRESHOLD = 4000
+# Up to this many points the map is a full InPCA (every point a landmark): it is exact, its
+# memory stays under ~3 GiB and it is no slower than DEFAULT_LANDMARKS landmarks plus the
+# projection of the rest; above it its m^2 Gram and memory outgrow the landmark map's linear
+# cost (docs/LANDMARKS.md).
+LANDMARK_THRESHOLD = 8000
 
 # A block's (block x L) distances are at most this many float32 entries (64 MiB), and a block
 # holds at most MAX_BLOCK_POINTS points (its probabilities: block x N x C).
