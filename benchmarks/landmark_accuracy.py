@@ -17,8 +17,9 @@ subprocess, which
    eigenpairs of the full W by default, ``--method``; ES_k uses the full ||W||_F^2), timed;
 3. draws ``--pairs`` random pairs of points and keeps their true d_B, then frees D;
 4. for each fraction f, landmark InPCA with L = m / f (and with each L of ``--landmarks``
-   below m and not within 5% of another): ``analysis.mapping.embed_trajectories`` (stratified landmarks, out-of-sample
-   placement of every point), timed end to end, JIT compilation for that L included.
+   below m and not within 5% of another): ``analysis.mapping.embed_trajectories``
+   (stratified landmarks, out-of-sample placement of every point), timed end to end, JIT
+   compilation for that L included. ``--fractions 1`` times the full map (L = m).
 
 Columns, landmark against full:
 - ``lam err``: the largest relative error of the top-5 eigenvalues, the landmark ones scaled by
@@ -254,18 +255,15 @@ def _table(results: dict) -> str:
   return common.markdown_table(headers, rows)
 
 
-def _ints(text: str) -> tuple[int, ...]:
-  return tuple(int(x) for x in text.split(',') if x)
-
-
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', help='the trajectories store (required)')
   parser.add_argument('--split', default='train', choices=('train', 'test'))
-  parser.add_argument('--sizes', type=_ints, default=SIZES, help=f'points m (default {SIZES})')
-  parser.add_argument('--fractions', type=_ints, default=FRACTIONS,
+  parser.add_argument('--sizes', type=common.int_list, default=SIZES,
+                      help=f'points m (default {SIZES})')
+  parser.add_argument('--fractions', type=common.int_list, default=FRACTIONS,
                       help=f'L = m / fraction (default {FRACTIONS})')
-  parser.add_argument('--landmarks', type=_ints, default=(),
+  parser.add_argument('--landmarks', type=common.int_list, default=(),
                       help='fixed numbers of landmarks L, also (those below m)')
   parser.add_argument('--pairs', type=int, default=PAIRS, help='pairs of the rank correlation')
   parser.add_argument('--method', default=METHOD, choices=('auto', 'full', 'topk'),

@@ -56,14 +56,15 @@ if TYPE_CHECKING:
 DEFAULT_COMPONENTS = 10
 
 # Landmarks when none are asked for and the points are more than LANDMARK_THRESHOLD: the
-# smallest L at which the top-3 axes of three real stores agree with the full InPCA to 0.03 of
-# their spread (docs/LANDMARKS.md).
+# fewest measured on three real stores with which the map's explained stress matched the full
+# InPCA's and no near-equal eigenvalues swapped, a flat spectrum (MNIST-1D) included; half as
+# many sufficed only where the first axis dominates (docs/LANDMARKS.md).
 DEFAULT_LANDMARKS = 4000
 
-# Up to this many points the map is a full InPCA (every point a landmark): it is exact, its
-# memory stays under ~3 GiB and it is no slower than DEFAULT_LANDMARKS landmarks plus the
-# projection of the rest; above it its m^2 Gram and memory outgrow the landmark map's linear
-# cost (docs/LANDMARKS.md).
+# Up to this many points the map is a full InPCA (every point a landmark): exact, and still
+# cheap in time and memory, since landmarks would be at least half of the points and save
+# little; above it the full map's m^2 Gram (computed for the fit and again to place every
+# point) and memory outgrow the landmark map's linear cost (docs/LANDMARKS.md).
 LANDMARK_THRESHOLD = 8000
 
 # A block's (block x L) distances are at most this many float32 entries (64 MiB), and a block
