@@ -145,28 +145,24 @@ class _Arrays:
     self._probs = np.asarray(traj.probs(split))
     self.recorded = np.isfinite(self._probs).all(axis=(2, 3))
 
-  def block_plan(self, max_points: int) -> list[tuple[np.ndarray, np.ndarray]]:
+  def block_plan(self, max_points: int) -> list[store_reader.BlockSpec]:
     """The store's plan, all members taken as one cohort."""
     everyone = {0: np.arange(self.recorded.shape[0])}
-    return [(s.members, s.times)
-            for s in store_reader.block_plan(everyone, self.recorded.shape[1], max_points)]
+    return store_reader.block_plan(everyone, self.recorded.shape[1], max_points)
 
   def read_points(self, split: str, members: np.ndarray, times: np.ndarray) -> np.ndarray:
     del split
     return self._probs[members, times].astype(np.float32)
 
 
-def _plan(traj, split: str, block_points: int):
-  """(reader, [(members, times) of each block]) for a store or an in-memory stand-in."""
-  if hasattr(traj, 'block_plan'):
-    return traj, [(s.members, s.times) for s in traj.block_plan(block_points)]
-  reader = _Arrays(traj, split)
-  return reader, reader.block_plan(block_points)
+def _reader(traj, split: str):
+  """The store itself where it reads blocks of points, else an in-memory stand-in."""
+  return traj if hasattr(traj, 'block_plan') else _Arrays(traj, split)
 
 
-def _recorded(traj, reader) -> np.ndarray:
-  return np.asarray(getattr(traj, 'recorded', None) if hasattr(traj, 'block_plan')
-                    else reader.recorded, bool)
+def _plan(reader, block_points: int) -> list[tuple[np.ndarray, np.ndarray]]:
+  """(members, times) of each block of at most ``block_points`` points."""
+  return [(s.members, s.times) for s in reader.block_plan(block_points)]
 
 
 def _hparam_columns(members: list[dict[str, Any]]) -> dict[str, tuple[pa.DataType, list[Any]]]:
@@ -369,8 +365,8 @@ def embed_trajectories(traj: TrajectoryStore, k: int = DEFAULT_COMPONENTS,
   ok_E = np.asarray([s != STATUS_DIVERGED for s in traj.status])
   if not ok_E.any():
     raise ValueError(f'all {num_members} members diverged: nothing to map.')
-  reader, plan = _plan(traj, split, MAX_BLOCK_POINTS)
-  recorded_ExT = _recorded(traj, reader)
+  reader = _reader(traj, split)
+  recorded_ExT = np.asarray(reader.recorded, bool)
   valid_ExT = recorded_ExT & ok_E[:, None]
   num_valid = int(valid_ExT.sum())
   if landmarks is None:
@@ -379,7 +375,7 @@ def embed_trajectories(traj: TrajectoryStore, k: int = DEFAULT_COMPONENTS,
     raise ValueError(f'k={k} components on {landmarks} landmarks of {num_valid} points: need '
                      f'1 <= k <= landmarks <= {num_valid} (the recorded points of members '
                      'that did not diverge).')
-  reader, plan = _plan(traj, split, block_size(landmarks))
+  plan = _plan(reader, block_size(landmarks))
   left_out = {DIVERGED: int((~ok_E).sum()) * num_times,
               NOT_RECORDED: int((~recorded_ExT & ok_E[:, None]).sum())}
   settings = dict(store=os.path.abspath(getattr(traj, 'workdir', '')), split=split, k=k,
