@@ -1,12 +1,21 @@
 """The store's format: its files, their names and the manifest (``sweep.json``).
 
-Layout of a store (a workdir)::
+Two layouts share the manifest and the reader; docs/STORE_FORMAT.md specifies both.
+
+Version 1, written by the trainer (a workdir)::
 
     sweep.json                     format version, the config, members, cohorts, grid, probes
     cohorts/<c>/records/<t>/       Orbax: probabilities + metrics at recording time index t
     cohorts/<c>/state/<step>/      Orbax: the latest resumable state, under its training step
 
 A record holds the arrays ``RECORD_KEYS``, member axis first, for the cohort's members only.
+
+Version 2, written by ``TrajectoryWriter`` from any training loop::
+
+    sweep.json                     format version, members, splits (probe labels), classes, dtype
+    members/<m>/<split>.zarr/      Zarr v2: (K, N, C) probabilities, one chunk per checkpoint
+    members/<m>/index.jsonl        one line per committed checkpoint: split, slot, step, epoch...
+
 Nothing here imports the trainer: a store opens on a laptop, years later.
 """
 
@@ -18,6 +27,9 @@ import tempfile
 from typing import Any
 
 FORMAT_VERSION = 1
+# The layout of stores written member by member (``TrajectoryWriter``).
+MEMBERS_FORMAT_VERSION = 2
+READABLE_VERSIONS = (FORMAT_VERSION, MEMBERS_FORMAT_VERSION)
 SWEEP_FILE = 'sweep.json'
 SPLITS = ('train', 'test')
 # A member's status in a store: trained to the end, or frozen at a non-finite loss or update.
@@ -44,10 +56,11 @@ def cohort_dir(workdir: str, cohort_index: int) -> str:
   return os.path.join(workdir, 'cohorts', f'{cohort_index:03d}')
 
 
-def write_manifest(workdir: str, manifest: dict[str, Any]) -> None:
+def write_manifest(workdir: str, manifest: dict[str, Any],
+                   version: int = FORMAT_VERSION) -> None:
   """Writes ``sweep.json`` atomically (temporary file, then rename)."""
   os.makedirs(workdir, exist_ok=True)
-  manifest = dict(manifest, format_version=FORMAT_VERSION)
+  manifest = dict(manifest, format_version=version)
   fd, tmp = tempfile.mkstemp(dir=workdir, prefix='.sweep-', suffix='.json')
   with os.fdopen(fd, 'w') as f:
     json.dump(manifest, f, indent=1)
@@ -58,21 +71,21 @@ def has_manifest(workdir: str) -> bool:
   return os.path.exists(os.path.join(workdir, SWEEP_FILE))
 
 
-def read_manifest(workdir: str) -> dict[str, Any]:
-  """Reads and version-checks ``sweep.json``."""
+def read_manifest(workdir: str, versions: tuple[int, ...] = READABLE_VERSIONS) -> dict[str, Any]:
+  """Reads ``sweep.json`` and checks that its format version is one of ``versions``."""
   path = os.path.join(workdir, SWEEP_FILE)
   if not os.path.exists(path):
     raise StoreError(f'{path} does not exist: {workdir!r} is not a trajectories store '
-                     '(written by ensembles.train_and_record).')
+                     '(written by ensembles.train_and_record or ensembles.store.TrajectoryWriter).')
   try:
     with open(path) as f:
       manifest = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise StoreError(f'{path} cannot be read as JSON: {e}') from e
   version = manifest.get('format_version')
-  if version != FORMAT_VERSION:
-    raise StoreError(f'{path} has store format version {version!r}; this version of ensembles '
-                     f'reads version {FORMAT_VERSION} only. Use the ensembles release that '
-                     'wrote it, or train again.')
+  if version not in versions:
+    raise StoreError(f'{path} has store format version {version!r}; accepted here: '
+                     f'{" or ".join(map(str, versions))}. Use the ensembles release that wrote '
+                     'it, or write the store again.')
   return manifest
 

@@ -28,8 +28,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ensembles.store.format import (METRICS, RECORD_ITEM, RECORD_KEYS, SPLITS, STATUS_DIVERGED,
-                                    STATUS_OK, StoreError, cohort_dir, read_manifest)
+from ensembles.store.format import (MEMBERS_FORMAT_VERSION, METRICS, RECORD_ITEM, RECORD_KEYS,
+                                    SPLITS, STATUS_DIVERGED, STATUS_OK, StoreError, cohort_dir,
+                                    read_manifest)
 
 # The small arrays of a record, read when a store opens.
 METADATA_KEYS = ('step', 'diverged_at') + METRICS
@@ -137,34 +138,138 @@ def read_record(directory: str, index: int) -> dict[str, np.ndarray]:
 
 
 class Trajectories:
-  """Every member's prediction trajectory, as written by ``train_and_record``.
+  """Every member's prediction trajectory on a grid of recording times, from either layout.
+
+  ``load_trajectories`` returns one, whichever layout the store has (the trainer's cohorts,
+  format 1, or ``TrajectoryWriter``'s members, format 2).
 
   Attributes:
-    members: each member's resolved hparams (dicts), in sweep order.
-    epochs: (T,) recording times in epochs.
+    workdir: the store's directory.
+    members: each member's hparams (dicts), in store order.
+    epochs: (T,) recording times, in ``time_unit``s.
+    time_unit: 'epoch', or 'step' for written stores whose members did not all give epochs.
     steps: (E, T) the step of each member at each recording time (-1: not recorded).
-    metrics: dict of (E, T) arrays: train/test loss and accuracy on the probes (NaN: missing).
+    metrics: dict of (E, T) arrays: ``<split>_loss`` and ``<split>_accuracy`` on the probes
+      (NaN: not recorded).
     status: per member, ``STATUS_OK`` or ``STATUS_DIVERGED``.
     diverged_at: (E,) step at which a member diverged, -1 if it did not.
     num_classes: C.
-    recorded: (E, T) bool, the points whose record was read (all of them unless partial).
-    missing: (cohort index, recording index) pairs skipped with ``allow_partial``.
+    splits: the probe splits.
+    recorded: (E, T) bool, the points recorded on every split.
+    missing: what is absent that should be there: (cohort, recording index) records skipped
+      with ``allow_partial``, or (member, step) checkpoints written on some splits only.
   """
 
-  def __init__(self, workdir: str, allow_partial: bool = False):
-    workdir = os.path.abspath(workdir)  # Orbax reads absolute paths only.
+  workdir: str
+  members: list[dict[str, Any]]
+  epochs: np.ndarray
+  time_unit: str = 'epoch'
+  steps: np.ndarray
+  metrics: dict[str, np.ndarray]
+  status: list[str]
+  diverged_at: np.ndarray
+  num_classes: int
+  splits: tuple[str, ...] = SPLITS
+  recorded: np.ndarray
+  missing: list[tuple[int, int]]
+  # Probe labels and dataset indices (None: unknown) of each split.
+  _labels: dict[str, np.ndarray]
+  _indices: dict[str, np.ndarray | None]
+  # Cohort index -> its members (sweep indices): the blocks of block_plan.
+  _cohorts: dict[int, np.ndarray]
+
+  def num_probes(self, split: str = 'train') -> int:
+    return len(self._labels[self._check_split(split)])
+
+  def probs(self, split: str = 'train') -> np.ndarray:
+    """(E, T, N, C) float32 probabilities on the ``split`` probe set (NaN where missing).
+
+    Reads every record once and keeps the result: for small stores. Large ones are read in
+    blocks (``block_plan``, ``read_block``).
+    """
+    if self._check_split(split) not in self._probs:
+      shape = (*self.recorded.shape, self.num_probes(split), self.num_classes)
+      probs = np.full(shape, np.nan, np.float32)
+      members_P, times_P = np.nonzero(self.recorded)
+      probs[members_P, times_P] = self.read_points(split, members_P, times_P)
+      self._probs[split] = probs
+    return self._probs[split]
+
+  def block_plan(self, max_points: int) -> list[BlockSpec]:
+    """Cuts the (members x times) grid into blocks of at most ``max_points`` points (see
+    ``block_plan``); reading a block restores each of its (cohort, time) records once."""
+    return block_plan(self._cohorts, len(self.epochs), max_points)
+
+  def read_block(self, split: str, spec: BlockSpec) -> Block:
+    """The recorded points of one block of ``block_plan`` (missing ones left out)."""
+    recorded_ExT = self.recorded[np.ix_(spec.members, spec.times)]
+    members_P = np.repeat(spec.members, len(spec.times))[recorded_ExT.reshape(-1)]
+    times_P = np.tile(spec.times, len(spec.members))[recorded_ExT.reshape(-1)]
+    return Block(members_P, times_P, self.read_points(split, members_P, times_P))
+
+  def read_points(self, split: str, members: Any, times: Any) -> np.ndarray:
+    """(P, N, C) float32 probabilities of the points (members[i], times[i]).
+
+    Each record (or chunk) holding some of the points is read once, whatever their order.
+
+    Raises:
+      ValueError: a point outside the grid or not recorded.
+    """
+    split = self._check_split(split)
+    members_P, times_P = np.asarray(members, np.int64), np.asarray(times, np.int64)
+    num, num_times = self.recorded.shape
+    outside = (members_P < 0) | (members_P >= num) | (times_P < 0) | (times_P >= num_times)
+    if outside.any() or members_P.shape != times_P.shape:
+      raise ValueError(f'points must be (member, time) pairs inside ({num}, {num_times}).')
+    absent = ~self.recorded[members_P, times_P]
+    if absent.any():
+      i = int(np.flatnonzero(absent)[0])
+      raise ValueError(f'point (member {members_P[i]}, time {times_P[i]}) is not recorded.')
+    out = np.empty((len(members_P), self.num_probes(split), self.num_classes), np.float32)
+    if len(members_P):
+      self._read_into(out, split, members_P, times_P)
+    return out
+
+  def _read_into(self, out: np.ndarray, split: str, members_P: np.ndarray,
+                 times_P: np.ndarray) -> None:
+    """Fills ``out`` with the probabilities of recorded points (checked by the caller)."""
+    raise NotImplementedError
+
+  def labels(self, split: str = 'train') -> np.ndarray:
+    """(N,) int labels of the ``split`` probe set."""
+    return self._labels[self._check_split(split)]
+
+  def probe_indices(self, split: str = 'train') -> np.ndarray | None:
+    """(N,) indices of the probe examples in their dataset's ``split``; None if not given."""
+    return self._indices[self._check_split(split)]
+
+  def _check_split(self, split: str) -> str:
+    if split not in self.splits:
+      raise ValueError(f'split {split!r}: accepted {self.splits}.')
+    return split
+
+  def __repr__(self) -> str:
+    return (f'Trajectories({self.workdir!r}: {len(self.members)} members, '
+            f'{len(self.epochs)} times, {self.status.count(STATUS_DIVERGED)} diverged)')
+
+
+class _CohortTrajectories(Trajectories):
+  """A store written by ``train_and_record`` (format 1): one Orbax record per cohort and time."""
+
+  def __init__(self, workdir: str, manifest: dict[str, Any], allow_partial: bool):
     self.workdir = workdir
-    manifest = read_manifest(workdir)
-    self.members: list[dict[str, Any]] = manifest['members']
+    self.members = manifest['members']
     self.epochs = np.asarray(manifest['epochs'], np.float64)
-    self.num_classes: int = manifest['num_classes']
-    self._probes = manifest['probes']
+    self.num_classes = manifest['num_classes']
+    probes = manifest['probes']
+    self._labels = {s: np.asarray(probes[f'{s}_labels'], np.int64) for s in SPLITS}
+    self._indices = {s: np.asarray(probes[f'{s}_indices'], np.int64) for s in SPLITS}
     self._cohorts = {c['index']: np.asarray(c['members'], np.int64) for c in manifest['cohorts']}
     num, times = len(self.members), len(self.epochs)
     self.steps = np.full((num, times), -1, np.int64)
     self.metrics = {k: np.full((num, times), np.nan, np.float32) for k in METRICS}
     self.recorded = np.zeros((num, times), bool)
-    self.missing: list[tuple[int, int]] = []
+    self.missing = []
     self.diverged_at = np.full((num,), -1, np.int64)
     self._checkpointer = _local_checkpointer()
     for cohort, rows in self._cohorts.items():
@@ -195,91 +300,27 @@ class Trajectories:
   def _read(self, cohort: int, t: int, keys: Sequence[str]) -> dict[str, np.ndarray]:
     return _restore(self._checkpointer, cohort_dir(self.workdir, cohort), t, keys)
 
-  def num_probes(self, split: str = 'train') -> int:
-    return len(self._probes[f'{_check_split(split)}_labels'])
-
-  def probs(self, split: str = 'train') -> np.ndarray:
-    """(E, T, N, C) float32 probabilities on the ``split`` probe set (NaN where missing).
-
-    Reads every record once and keeps the result: for small stores. Large ones are read in
-    blocks (``block_plan``, ``read_block``).
-    """
-    if _check_split(split) not in self._probs:
-      shape = (*self.recorded.shape, self.num_probes(split), self.num_classes)
-      probs = np.full(shape, np.nan, np.float32)
-      for cohort, rows in self._cohorts.items():
-        for t in np.flatnonzero(self.recorded[rows[0]]) if len(rows) else ():
-          probs[rows, t] = self._read(cohort, t, (f'{split}_probs',))[f'{split}_probs']
-      self._probs[split] = probs
-    return self._probs[split]
-
-  def block_plan(self, max_points: int) -> list[BlockSpec]:
-    """Cuts the (members x times) grid into blocks of at most ``max_points`` points (see
-    ``block_plan``); reading a block restores each of its (cohort, time) records once."""
-    return block_plan(self._cohorts, len(self.epochs), max_points)
-
-  def read_block(self, split: str, spec: BlockSpec) -> Block:
-    """The recorded points of one block of ``block_plan`` (missing ones left out)."""
-    recorded_ExT = self.recorded[np.ix_(spec.members, spec.times)]
-    members_P = np.repeat(spec.members, len(spec.times))[recorded_ExT.reshape(-1)]
-    times_P = np.tile(spec.times, len(spec.members))[recorded_ExT.reshape(-1)]
-    return Block(members_P, times_P, self.read_points(split, members_P, times_P))
-
-  def read_points(self, split: str, members: Any, times: Any) -> np.ndarray:
-    """(P, N, C) float32 probabilities of the points (members[i], times[i]).
-
-    Each record holding some of the points is restored once, whatever their order.
-
-    Raises:
-      ValueError: a point outside the grid or not recorded.
-    """
-    key = f'{_check_split(split)}_probs'
-    members_P, times_P = np.asarray(members, np.int64), np.asarray(times, np.int64)
-    num, num_times = self.recorded.shape
-    outside = (members_P < 0) | (members_P >= num) | (times_P < 0) | (times_P >= num_times)
-    if outside.any() or members_P.shape != times_P.shape:
-      raise ValueError(f'points must be (member, time) pairs inside ({num}, {num_times}).')
-    absent = ~self.recorded[members_P, times_P]
-    if absent.any():
-      i = int(np.flatnonzero(absent)[0])
-      raise ValueError(f'point (member {members_P[i]}, time {times_P[i]}) is not recorded.')
+  def _read_into(self, out, split, members_P, times_P) -> None:
+    key = f'{split}_probs'
+    num = len(self.members)
     cohort_E = np.empty(num, np.int64)
     position_E = np.empty(num, np.int64)
     for cohort, rows in self._cohorts.items():
       cohort_E[rows], position_E[rows] = cohort, np.arange(len(rows))
-    out = np.empty((len(members_P), self.num_probes(split), self.num_classes), np.float32)
     for cohort, t in sorted(set(zip(cohort_E[members_P].tolist(), times_P.tolist()))):
       here = np.flatnonzero((cohort_E[members_P] == cohort) & (times_P == t))
       out[here] = self._read(cohort, t, (key,))[key][position_E[members_P[here]]]
-    return out
-
-  def labels(self, split: str = 'train') -> np.ndarray:
-    """(N,) int labels of the ``split`` probe set."""
-    return np.asarray(self._probes[f'{_check_split(split)}_labels'], np.int64)
-
-  def probe_indices(self, split: str = 'train') -> np.ndarray:
-    """(N,) indices of the probe examples in the dataset's ``split``."""
-    return np.asarray(self._probes[f'{_check_split(split)}_indices'], np.int64)
-
-  def __repr__(self) -> str:
-    return (f'Trajectories({self.workdir!r}: {len(self.members)} members, '
-            f'{len(self.epochs)} times, {self.status.count(STATUS_DIVERGED)} diverged)')
-
-
-def _check_split(split: str) -> str:
-  if split not in SPLITS:
-    raise ValueError(f'split {split!r}: accepted {SPLITS}.')
-  return split
 
 
 def load_trajectories(workdir: str, allow_partial: bool = False) -> Trajectories:
   """Opens a trajectories store: its metadata now, its probabilities when asked.
 
   Args:
-    workdir: the directory given to ``train_and_record``.
-    allow_partial: skip missing or unreadable recording times with a warning (their
-      probabilities, metrics and steps become NaN / -1, ``recorded`` is False there) instead of
-      raising: a store still being written opens this way.
+    workdir: the store's directory (given to ``train_and_record`` or ``TrajectoryWriter``).
+    allow_partial: skip missing or unreadable recording times of a trainer store with a
+      warning (their probabilities, metrics and steps become NaN / -1, ``recorded`` is False
+      there) instead of raising: a store still being trained opens this way. Stores written
+      by ``TrajectoryWriter`` always open with what is committed.
 
   Returns:
     A ``Trajectories`` object.
@@ -287,4 +328,9 @@ def load_trajectories(workdir: str, allow_partial: bool = False) -> Trajectories
   Raises:
     StoreError: not a store, another format version, or a missing/torn step.
   """
-  return Trajectories(workdir, allow_partial)
+  workdir = os.path.abspath(workdir)  # Orbax reads absolute paths only.
+  manifest = read_manifest(workdir)
+  if manifest['format_version'] == MEMBERS_FORMAT_VERSION:
+    from ensembles.store import members_reader  # pylint: disable=import-outside-toplevel
+    return members_reader.MemberTrajectories(workdir, manifest)
+  return _CohortTrajectories(workdir, manifest, allow_partial)

@@ -56,10 +56,10 @@ def test_not_a_store_and_another_version_are_store_errors(store_v1, tmp_path):
   path = os.path.join(store_v1, store.SWEEP_FILE)
   with open(path) as f:
     manifest = json.load(f)
-  manifest['format_version'] = store.FORMAT_VERSION + 1
+  manifest['format_version'] = 99
   with open(path, 'w') as f:
     json.dump(manifest, f)
-  with pytest.raises(store.StoreError, match='format version 2'):
+  with pytest.raises(store.StoreError, match='format version 99'):
     store.load_trajectories(store_v1)
   with open(path, 'w') as f:
     f.write('{"members": [')

@@ -85,7 +85,7 @@ def test_non_store_and_other_format_version_give_clear_errors(small_config, tmp_
   ensembles.train_and_record(small_config(), str(tmp_path))
   path = os.path.join(tmp_path, 'sweep.json')
   manifest = json.load(open(path))
-  manifest['format_version'] = store.FORMAT_VERSION + 1
+  manifest['format_version'] = 99
   json.dump(manifest, open(path, 'w'))
-  with pytest.raises(ensembles.StoreError, match='format version 2'):
+  with pytest.raises(ensembles.StoreError, match='format version 99'):
     ensembles.load_trajectories(str(tmp_path))
