@@ -5,8 +5,6 @@ import sys
 
 from absl import app, flags, logging
 
-from ensembles.training import devices
-
 DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Start jax.distributed, detecting SLURM / TPU pods / Open MPI.')
 COORDINATOR_ADDRESS = flags.DEFINE_string(
@@ -23,6 +21,8 @@ def start_process() -> None:
   """Quiet library logs, on a CPU-only machine one JAX device per core
   (``devices.use_cpu_cores``; a device count the user chose wins), and ``jax.distributed``
   when the flags ask for it."""
+  # Imported here: a launcher that needs no JAX (import_arrays) runs without the trainer.
+  from ensembles.training import devices  # pylint: disable=import-outside-toplevel
   # Orbax logs every save and restore at INFO.
   logging.set_verbosity(logging.INFO if VERBOSE.value else logging.WARNING)
   devices.use_cpu_cores()
