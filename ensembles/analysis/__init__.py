@@ -11,7 +11,7 @@ Public API:
   equal_progress_distances(...)
   factor_analysis(...), factor_table(D, members), seed_groups(members)
   plot_embedding(...), plot_explained_stress(...), embedding_figure_3d(...),
-  write_embedding_html(...)
+  write_embedding_html(...), point_hover(member, hparams, epoch, ...) -> the hover texts
   summarize(traj, ...) -> Analysis (computed, nothing written); write_analysis(analysis, outdir)
   analyze_trajectories(traj, outdir, ...) -> AnalysisSummary (both)
   progress_grid(progress_ExT, size) -> the equal-progress grid analyze_trajectories uses
@@ -33,7 +33,7 @@ from ensembles.analysis.geometry import (Resampled, distance_to_mean, equal_prog
 from ensembles.analysis.landmarks import choose_landmarks
 from ensembles.analysis.mapping import TrajectoryEmbedding, embed_trajectories
 from ensembles.analysis.plots import (References, embedding_figure_3d, plot_embedding,
-                                      plot_explained_stress, write_embedding_html)
+                                      plot_explained_stress, point_hover, write_embedding_html)
 from ensembles.analysis.report import AnalysisSummary, analyze_trajectories, write_analysis
 from ensembles.analysis.summary import Analysis, progress_grid, summarize
 
@@ -43,7 +43,7 @@ __all__ = [
     'bhattacharyya', 'bhattacharyya_paired', 'choose_landmarks', 'design', 'distance_to_mean',
     'embed_trajectories', 'embedding_figure_3d', 'equal_progress_distances', 'factor_analysis',
     'factor_table', 'geodesic', 'ignorance', 'inpca', 'pair_factor', 'path_length',
-    'plot_embedding', 'plot_explained_stress', 'progress', 'progress_grid', 'resample',
-    'seed_groups', 'slerp', 'summarize', 'top_by_magnitude', 'truth', 'tube_width',
+    'plot_embedding', 'plot_explained_stress', 'point_hover', 'progress', 'progress_grid',
+    'resample', 'seed_groups', 'slerp', 'summarize', 'top_by_magnitude', 'truth', 'tube_width',
     'write_analysis', 'write_embedding_html',
 ]

@@ -8,7 +8,7 @@ self-contained HTML file for the notebooks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import matplotlib
@@ -178,6 +178,54 @@ def plot_explained_stress(path: str, explained_stress: Any, eigenvalues: Any,
   return path
 
 
+def swept_keys(hparams: Sequence[Mapping[str, Any]]) -> list[str]:
+  """The hparams keys whose value differs between members, in the order of the first member."""
+  keys = list(dict.fromkeys(k for hp in hparams for k in hp))
+  return [k for k in keys if len({repr(hp.get(k)) for hp in hparams}) > 1]
+
+
+def point_hover(member: Any, hparams: Sequence[Mapping] | Mapping[int, Mapping], epoch: Any,
+                step: Any = None, metrics: Mapping[str, Any] | None = None) -> list[str]:
+  """The hover text of each point: its member, the hparams that vary, epoch, step, metrics.
+
+  Only the hparams that differ between the members of ``hparams`` are shown (an MLP sweep's
+  ``patch_size`` is the same for every member: it says nothing). A step below 0 or a NaN
+  metric (not recorded) is left out.
+
+  Example:
+    >>> point_hover([1], [dict(arch='mlp', seed=0), dict(arch='mlp', seed=1)], [2.0], [40],
+    ...             {'test_accuracy': [0.9]})
+    ['member 1<br>seed=1<br>epoch 2, step 40<br>test_accuracy=0.900']
+
+  Args:
+    member: (P,) each point's member: an index into ``hparams``, shown as the member's number.
+    hparams: every member's hparams, as a list or keyed by member index.
+    epoch: (P,) each point's epoch.
+    step: optional (P,) training step of each point.
+    metrics: optional name -> (P,) values (e.g. train_accuracy, test_accuracy), shown to 3
+      decimals.
+
+  Returns:
+    P strings, lines separated by ``<br>`` (plotly's line break).
+  """
+  all_hparams = list(hparams.values()) if isinstance(hparams, Mapping) else list(hparams)
+  swept = swept_keys(all_hparams)
+  member_P, epoch_P = np.asarray(member), np.asarray(epoch, np.float64)
+  step_P = None if step is None else np.asarray(step)
+  metrics_P = {k: np.asarray(v, np.float64) for k, v in (metrics or {}).items()}
+  texts = []
+  for p, m in enumerate(member_P):
+    hp = hparams[int(m)]
+    lines = [f'member {int(m)}', ', '.join(f'{k}={hp.get(k)}' for k in swept)]
+    when = f'epoch {epoch_P[p]:g}'
+    if step_P is not None and step_P[p] >= 0:
+      when += f', step {int(step_P[p])}'
+    lines.append(when)
+    lines.append(', '.join(f'{k}={v[p]:.3f}' for k, v in metrics_P.items() if np.isfinite(v[p])))
+    texts.append('<br>'.join(line for line in lines if line))
+  return texts
+
+
 def embedding_figure_3d(coords: Any, member: Any, order: Any, member_values: Sequence[Any],
                         color_by: str = '', references: References | None = None,
                         hover: Sequence[str] | None = None, title: str = ''):
@@ -190,7 +238,7 @@ def embedding_figure_3d(coords: Any, member: Any, order: Any, member_values: Seq
     member_values: colouring factor value per member index.
     color_by: name of the colouring factor.
     references: optional projected ignorance, truth and geodesic.
-    hover: optional text per member shown on hover (e.g. its hparams).
+    hover: optional (P,) text of each point, shown on hover (``point_hover`` writes one).
     title: figure title.
 
   Returns:
@@ -201,6 +249,8 @@ def embedding_figure_3d(coords: Any, member: Any, order: Any, member_values: Seq
   coords_PxK = np.asarray(coords, np.float64)
   if coords_PxK.ndim != 2 or coords_PxK.shape[1] < 3:
     raise ValueError(f'coords has shape {coords_PxK.shape}: a 3-D view needs >= 3 columns.')
+  if hover is not None and len(hover) != len(coords_PxK):
+    raise ValueError(f'{len(hover)} hover texts for {len(coords_PxK)} points: one per point.')
   colours, _, _ = _colours(member_values)
   fig = go.Figure()
   shown = set()
@@ -212,7 +262,8 @@ def embedding_figure_3d(coords: Any, member: Any, order: Any, member_values: Seq
     fig.add_trace(go.Scatter3d(
         x=x, y=y, z=z, mode='lines', line=dict(color=rgba, width=HTML_LINE_WIDTH), name=name,
         legendgroup=name, showlegend=name not in shown,
-        hovertext=None if hover is None else hover[m], hoverinfo='text' if hover else 'all'))
+        hovertext=None if hover is None else [hover[p] for p in rows],
+        hoverinfo='all' if hover is None else 'text'))
     shown.add(name)
   if references is not None:
     g = np.asarray(references.geodesic)

@@ -38,6 +38,15 @@ MAX_COMPARED_BYTES = 2**29
 # Where analyze_trajectories writes the map of every point (mapping.embed_trajectories).
 MAP_DIR = 'map'
 
+# Metrics of a store shown in the hover text of the interactive view, where the store has them.
+HOVER_METRICS = ('train_accuracy', 'test_accuracy')
+
+
+def embedding_file_name(dims: int, color_by: str, extension: str = 'png') -> str:
+  """The file of the ``dims``-D picture coloured by ``color_by``, e.g. ``embedding_2d_by_arch.png``:
+  each colouring has files of its own, so analyses coloured by two factors keep both."""
+  return f'embedding_{dims}d_by_{color_by}.{extension}'
+
 
 class AnalysisSummary(NamedTuple):
   """What analyze_trajectories did.
@@ -79,24 +88,32 @@ class AnalysisSummary(NamedTuple):
             'Wrote: ' + ', '.join(self.files)]
 
 
-def write_analysis(analysis: summary_lib.Analysis, outdir: str,
-                   color_by: str = 'arch') -> list[str]:
+def write_analysis(analysis: summary_lib.Analysis, outdir: str, color_by: str = 'arch',
+                   traj: TrajectoryStore | None = None) -> list[str]:
   """Writes the arrays, tables and pictures of ``analysis`` under ``outdir``; returns the paths.
 
   Files: ``embedding.npz`` (coords, eigenvalues, explained_stress, and per point: member,
   epoch, checkpoint, progress; projected ignorance/truth/geodesic), ``equal_progress.npz``
   (progress grid, per-member progress, pair distances, tube widths), ``factors.csv`` and
-  ``factors.md``, ``embedding_2d.png``, ``embedding_3d.png``, ``explained_stress.png`` and
-  ``embedding_3d.html``.
+  ``factors.md``, ``explained_stress.png``, and the pictures coloured by ``color_by``
+  (``embedding_file_name``): ``embedding_2d_by_<color_by>.png``,
+  ``embedding_3d_by_<color_by>.png`` and the interactive ``embedding_3d_by_<color_by>.html``,
+  whose hover text gives each point's member, the hparams that vary in the sweep, its epoch
+  and, from ``traj`` (the store analysed) where given, its step and accuracies.
   """
   rows, epochs_T, members = list(analysis.members), analysis.epochs, list(analysis.hparams)
   split, emb, cmp = analysis.split, analysis.embedded, analysis.compared
   os.makedirs(outdir, exist_ok=True)
   path = lambda name: os.path.join(outdir, name)  # noqa: E731
   fit, refs = emb.fit, emb.references
+  member_P, epoch_P = np.asarray(rows)[emb.member_P], epochs_T[emb.checkpoint_P]
+  if traj is None:
+    hover = plots.point_hover(member_P, dict(zip(rows, members)), epoch_P)
+  else:
+    hover = _store_hover(traj, member_P, _time_index(traj, epoch_P))
   np.savez(path('embedding.npz'), coords=fit.coords, eigenvalues=fit.eigenvalues,
-           explained_stress=fit.explained_stress, member=np.asarray(rows)[emb.member_P],
-           epoch=epochs_T[emb.checkpoint_P], checkpoint=emb.checkpoint_P,
+           explained_stress=fit.explained_stress, member=member_P,
+           epoch=epoch_P, checkpoint=emb.checkpoint_P,
            progress=cmp.progress_ExT[emb.member_P, emb.checkpoint_P],
            geodesic_t=emb.geodesic_t, geodesic_coords=refs.geodesic,
            ignorance_coords=refs.ignorance, truth_coords=refs.truth)
@@ -110,26 +127,47 @@ def write_analysis(analysis: summary_lib.Analysis, outdir: str,
     f.write(cmp.table.to_markdown())
   files = ['embedding.npz', 'equal_progress.npz', 'factors.csv', 'factors.md']
   files += _draw(outdir, fit.coords, emb.member_P, emb.checkpoint_P, members, color_by, refs,
-                 fit.eigenvalues, fit.explained_stress,
+                 fit.eigenvalues, fit.explained_stress, hover,
                  title=f'InPCA of {len(members)} trajectories ({split})')
   return [path(f) for f in files]
 
 
+def _time_index(traj: TrajectoryStore, epoch_P: np.ndarray) -> np.ndarray:
+  """The recording-time index in ``traj`` of each epoch (one of its recording times)."""
+  epochs_T = np.asarray(traj.epochs)
+  time_P = np.clip(np.searchsorted(epochs_T, epoch_P), 0, len(epochs_T) - 1)
+  if not np.array_equal(epochs_T[time_P], epoch_P):
+    raise ValueError(f'epochs {sorted(set(np.asarray(epoch_P).tolist()))} are not all recording '
+                     f'times of the store ({epochs_T.tolist()}): pass the store analysed.')
+  return time_P
+
+
+def _store_hover(traj: TrajectoryStore, member_P: np.ndarray, time_P: np.ndarray) -> list[str]:
+  """``plots.point_hover`` of points of a store (member, recording-time index), with the steps
+  and HOVER_METRICS where the store has them (``TrajectoryStore`` does not promise them)."""
+  steps_ExT = getattr(traj, 'steps', None)
+  metrics = getattr(traj, 'metrics', None) or {}
+  return plots.point_hover(
+      member_P, traj.members, np.asarray(traj.epochs)[time_P],
+      None if steps_ExT is None else np.asarray(steps_ExT)[member_P, time_P],
+      {k: np.asarray(metrics[k])[member_P, time_P] for k in HOVER_METRICS if k in metrics})
+
+
 def _draw(outdir: str, coords_PxK: np.ndarray, member_P: np.ndarray, order_P: np.ndarray,
           members: list[dict], color_by: str, refs: plots.References, eigenvalues: np.ndarray,
-          explained_stress: np.ndarray, title: str) -> list[str]:
-  """The pictures of an embedding: 2-D, 3-D (PNG and HTML) and the explained stress."""
+          explained_stress: np.ndarray, hover: list[str], title: str) -> list[str]:
+  """The pictures of an embedding: 2-D, 3-D (PNG and HTML, with ``hover`` per point) and the
+  explained stress."""
   path = lambda name: os.path.join(outdir, name)  # noqa: E731
   common = dict(coords=coords_PxK, member=member_P, order=order_P,
                 member_values=[hp[color_by] for hp in members], color_by=color_by,
                 references=refs, title=title)
-  plots.plot_embedding(path('embedding_2d.png'), **common, eigenvalues=eigenvalues, dims=2)
-  files = ['embedding_2d.png']
+  files = [embedding_file_name(2, color_by)]
+  plots.plot_embedding(path(files[0]), **common, eigenvalues=eigenvalues, dims=2)
   if coords_PxK.shape[1] >= 3:
-    plots.plot_embedding(path('embedding_3d.png'), **common, eigenvalues=eigenvalues, dims=3)
-    hover = [', '.join(f'{k}={v}' for k, v in hp.items()) for hp in members]
-    plots.write_embedding_html(path('embedding_3d.html'), **common, hover=hover)
-    files += ['embedding_3d.png', 'embedding_3d.html']
+    files += [embedding_file_name(3, color_by), embedding_file_name(3, color_by, 'html')]
+    plots.plot_embedding(path(files[1]), **common, eigenvalues=eigenvalues, dims=3)
+    plots.write_embedding_html(path(files[2]), **common, hover=hover)
   plots.plot_explained_stress(path('explained_stress.png'), explained_stress, eigenvalues,
                               title=title)
   return files + ['explained_stress.png']
@@ -151,6 +189,7 @@ def _draw_map(the_map: mapping.TrajectoryEmbedding, traj: TrajectoryStore, outdi
   members = [traj.members[e] for e in drawn]
   files = _draw(outdir, the_map.coords[points_P], member_P, order_P, members, color_by, refs,
                 the_map.eigenvalues, the_map.explained_stress,
+                _store_hover(traj, drawn[member_P], order_P),
                 title=f'InPCA map of {int(the_map.placed.sum())} points ({the_map.split})')
   return [os.path.join(outdir, f) for f in files]
 
@@ -258,7 +297,7 @@ def analyze_trajectories(traj: TrajectoryStore, outdir: str, split: str = 'train
                                dropped=dropped, notes=(*notes, *analysis.notes))
   # Under jax.distributed every process computes the same analysis; process 0 writes it.
   writes = jax.process_index() == 0
-  files = write_analysis(analysis, outdir, color_by) if writes else []
+  files = write_analysis(analysis, outdir, color_by, traj) if writes else []
   num_points, fit = len(analysis.embedded.member_P), analysis.embedded.fit
   es, eigenvalues = fit.explained_stress, fit.eigenvalues
   map_notes = []

@@ -5,9 +5,11 @@ r"""Maps the trajectories of a trained sweep with InPCA and compares them by fac
 
 Reads the trajectories store in --workdir (one still being trained maps what it has, and says
 what is missing) and writes DIR/analysis/: map/ (every point's coordinates, Parquet), embedding.npz,
-equal_progress.npz, factors.csv, factors.md and the pictures; prints ES_1..ES_5. Up to
-``mapping.LANDMARK_THRESHOLD`` points the map is a full InPCA; above, landmark InPCA on
-``mapping.DEFAULT_LANDMARKS`` points unless --landmarks says otherwise. A killed map resumes
+equal_progress.npz, factors.csv, factors.md and the pictures, named by --color_by
+(embedding_2d_by_arch.png, embedding_3d_by_arch.html, ...: each colouring keeps its own);
+prints ES_1..ES_5. Up to ``mapping.LANDMARK_THRESHOLD`` points the map is a full InPCA; above,
+landmark InPCA on ``mapping.DEFAULT_LANDMARKS`` points unless --landmarks says otherwise. The
+flags are checked before any record is read. A killed map resumes
 when the command is run again. Under jax.distributed (the flags of ensembles.launch.train)
 every process places a share of the points on its devices; process 0 writes and prints.
 """
@@ -33,8 +35,10 @@ _COLOR_BY = flags.DEFINE_string('color_by', 'arch', 'Hparams key that colours tr
 _MAX_POINTS = flags.DEFINE_integer('max_points', analysis.summary.DEFAULT_MAX_POINTS,
                                    'Most checkpoints of the comparison embedding.', lower_bound=2)
 _LANDMARKS = flags.DEFINE_integer(
-    'landmarks', None, 'Landmarks of the map (default: every point up to '
-    f'{mapping.LANDMARK_THRESHOLD} points, {mapping.DEFAULT_LANDMARKS} above).', lower_bound=1)
+    'landmarks', None, 'Landmarks of the map, at least the '
+    f'{analysis.summary.DEFAULT_COMPONENTS} components it keeps (default: every point up to '
+    f'{mapping.LANDMARK_THRESHOLD} points, {mapping.DEFAULT_LANDMARKS} above).',
+    lower_bound=analysis.summary.DEFAULT_COMPONENTS)
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Replace a map in DIR/analysis/map made with other settings.')
 flags.mark_flags_as_required(['workdir'])
@@ -72,6 +76,10 @@ def landmark_choice(traj: store.Trajectories, landmarks: int | None) -> tuple[in
   ok = np.asarray([s != store.STATUS_DIVERGED for s in traj.status])
   points = int((traj.recorded & ok[:, None]).sum())
   if landmarks is not None:
+    if landmarks > points:  # Checked on the metadata, before any record is read.
+      raise app.UsageError(f'--landmarks={landmarks}: more than the {points:,} points to map '
+                           '(recorded, of members that did not diverge); accepted: '
+                           f'{analysis.summary.DEFAULT_COMPONENTS} to {points:,}.')
     return landmarks, f'Map: {points:,} points on {landmarks:,} landmarks (--landmarks).'
   if points <= mapping.LANDMARK_THRESHOLD:
     return None, (f'Map: full InPCA of {points:,} points (at most '

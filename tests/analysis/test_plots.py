@@ -64,8 +64,8 @@ def test_plot_explained_stress_writes_a_png_of_its_size(tmp_path):
 
 def test_write_embedding_html_holds_the_hover_text(tmp_path):
   coords, member, order, references = _embedding(num_members=3)
-  hover = [f'arch=mlp, learning_rate={lr}, seed={s}'
-           for lr, s in ((0.1, 0), (0.02, 1), (0.5, 7))]
+  hover = [f'member {m}, learning_rate={lr}, epoch {t}'
+           for m, lr in enumerate((0.1, 0.02, 0.5)) for t in range(6)]
   path = str(tmp_path / 'view.html')
   assert plots.write_embedding_html(path, coords, member, order, [0.1, 0.02, 0.5],
                                     color_by='learning_rate', references=references,
@@ -90,3 +90,30 @@ def test_embedding_figure_3d_has_one_trace_per_member_and_the_references():
   np.testing.assert_allclose(fig.data[1].x, coords[member == 1][:, 0])
   with pytest.raises(ValueError, match='a 3-D view needs >= 3 columns'):
     plots.embedding_figure_3d(coords[:, :2], member, order, ['a', 'b', 'a'])
+
+
+def test_the_hover_of_each_point_follows_its_trajectory_in_the_3d_view():
+  coords, member, order, _ = _embedding(num_members=2, num_times=3)
+  shuffle = np.array([5, 0, 4, 2, 1, 3])  # Points in any order: each line sorts its own.
+  hover = [f'm{m} t{t}' for m, t in zip(member, order)]
+  fig = plots.embedding_figure_3d(coords[shuffle], member[shuffle], order[shuffle], ['a', 'b'],
+                                  hover=[hover[p] for p in shuffle])
+  assert [list(trace.hovertext) for trace in fig.data] == [['m0 t0', 'm0 t1', 'm0 t2'],
+                                                           ['m1 t0', 'm1 t1', 'm1 t2']]
+  with pytest.raises(ValueError, match='2 hover texts for 6 points: one per point'):
+    plots.embedding_figure_3d(coords, member, order, ['a', 'b'], hover=['x', 'y'])
+
+
+def test_point_hover_shows_member_swept_hparams_epoch_step_and_metrics():
+  hparams = [dict(arch='mlp', patch_size=4, learning_rate=0.1, seed=s) for s in (0, 1)]
+  hparams.append(dict(arch='mlp', patch_size=4, learning_rate=0.05, seed=0))
+  texts = plots.point_hover([2, 0], hparams, [1.5, 0.0], step=[30, -1],
+                            metrics={'train_accuracy': [0.81234, np.nan],
+                                     'test_accuracy': [0.79, 0.1]})
+  assert texts == ['member 2<br>learning_rate=0.05, seed=0<br>epoch 1.5, step 30<br>'
+                   'train_accuracy=0.812, test_accuracy=0.790',
+                   # Step -1 and NaN: not recorded, left out.
+                   'member 0<br>learning_rate=0.1, seed=0<br>epoch 0<br>test_accuracy=0.100']
+  # Keyed by member index (a subset of a sweep): what varies among those given is shown.
+  assert plots.point_hover([7], {7: hparams[0], 9: hparams[2]}, [2.0]) == [
+      'member 7<br>learning_rate=0.1<br>epoch 2']

@@ -40,10 +40,10 @@ def test_end_to_end_writes_arrays_tables_and_pictures(fake_store, tmp_path):
   with open(os.path.join(outdir, 'factors.csv')) as f:
     rows = list(csv.DictReader(f))
   assert {r['factor'] for r in rows} >= {'arch', 'learning_rate', 'seed'}
-  for name in ('embedding_2d.png', 'embedding_3d.png', 'explained_stress.png'):
+  for name in ('embedding_2d_by_arch.png', 'embedding_3d_by_arch.png', 'explained_stress.png'):
     with open(os.path.join(outdir, name), 'rb') as f:
       assert f.read(8) == PNG_MAGIC, name
-  with open(os.path.join(outdir, 'embedding_3d.html')) as f:
+  with open(os.path.join(outdir, 'embedding_3d_by_arch.html')) as f:
     assert 'plotly' in f.read(200_000).lower()
   assert {os.path.basename(p) for p in summary.files} == set(os.listdir(outdir))
   text = '\n'.join(summary.lines())
@@ -141,4 +141,60 @@ def test_the_launcher_checks_color_by_against_the_manifest_before_reading(fake_s
   with flagsaver.flagsaver():
     analyze.FLAGS(['analyze', f'--workdir={workdir}', '--color_by=colour'])
     with pytest.raises(app.UsageError, match=r"--color_by='colour': accepted one of \['arch'"):
+      analyze.main(['analyze'])
+
+
+def _hover_of(html_path: str) -> str:
+  """The text of an interactive view, with plotly's escaped '<' and '>' read back."""
+  with open(html_path) as f:
+    return f.read().replace('\\u003c', '<').replace('\\u003e', '>')
+
+
+def test_each_colouring_keeps_its_pictures_and_the_hover_tells_each_point(fake_store, tmp_path):
+  store = fake_store()  # 8 members (arch x learning_rate x seed) x 8 epochs; steps 0, 10, ...
+  member_ExT, time_ExT = np.indices((8, 8))
+  store.metrics['train_accuracy'] = (10 * member_ExT + time_ExT) / 100
+  store.metrics['test_accuracy'] = (10 * member_ExT + time_ExT) / 200
+  outdir = str(tmp_path / 'analysis')
+  analysis.analyze_trajectories(store, outdir, color_by='arch')
+  # Fewer points than the map: the pictures come from the map (each colouring its own path).
+  analysis.analyze_trajectories(store, outdir, color_by='seed', max_points=20, grid_size=3)
+  written = set(os.listdir(outdir))
+  for color_by in ('arch', 'seed'):
+    assert {f'embedding_2d_by_{color_by}.png', f'embedding_3d_by_{color_by}.png',
+            f'embedding_3d_by_{color_by}.html'} <= written, written
+  assert not written & {'embedding_2d.png', 'embedding_3d.png', 'embedding_3d.html'}
+  # Member 5 is (cnn, 0.1, seed 1); its 4th point is at epoch 5 * 3 / 7, step 30.
+  point = (f'member 5<br>arch=cnn, learning_rate=0.1, seed=1<br>epoch {15 / 7:g}, step 30<br>'
+           'train_accuracy=0.530, test_accuracy=0.265')
+  for color_by in ('arch', 'seed'):
+    html = _hover_of(os.path.join(outdir, f'embedding_3d_by_{color_by}.html'))
+    assert point in html, color_by
+    # Hparams the same for every member say nothing: left out.
+    assert 'dataset=digits' not in html and 'momentum=0.9' not in html
+
+  # A store without steps or metrics (the protocol does not promise them): member and epoch.
+  del store.steps, store.metrics
+  outdir = str(tmp_path / 'bare')
+  analysis.analyze_trajectories(store, outdir, color_by='arch')
+  html = _hover_of(os.path.join(outdir, 'embedding_3d_by_arch.html'))
+  assert f'member 5<br>arch=cnn, learning_rate=0.1, seed=1<br>epoch {15 / 7:g}"' in html
+
+
+def test_the_launcher_checks_landmarks_before_reading_records(fake_store, stored, tmp_path,
+                                                              monkeypatch):
+  from absl import app, flags
+  from absl.testing import flagsaver
+
+  from ensembles.launch import analyze
+  workdir = stored(fake_store(), str(tmp_path / 'store'))  # 64 points
+  monkeypatch.setattr(analysis, 'analyze_trajectories', lambda *a, **k: pytest.fail('read'))
+  with flagsaver.flagsaver():
+    # Fewer landmarks than the InPCA components kept: refused when the flags are parsed.
+    with pytest.raises(flags.IllegalFlagValueError, match='--landmarks=9'):
+      analyze.FLAGS(['analyze', f'--workdir={workdir}', '--landmarks=9'])
+  with flagsaver.flagsaver():
+    analyze.FLAGS(['analyze', f'--workdir={workdir}', '--landmarks=65'])
+    with pytest.raises(app.UsageError, match=r'--landmarks=65: more than the 64 points to map '
+                       r'.*accepted: 10 to 64'):
       analyze.main(['analyze'])
