@@ -20,8 +20,9 @@ points are listed in ``missing`` and masked in ``recorded``.
 from __future__ import annotations
 
 import os
+import types
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -172,6 +173,8 @@ class Trajectories:
   splits: tuple[str, ...] = SPLITS
   recorded: np.ndarray
   missing: list[tuple[int, int]]
+  # Split -> sha256 of the probe inputs, where the writer was given them.
+  probe_inputs_sha256: Mapping[str, str | None] = types.MappingProxyType({})
   # Probe labels and dataset indices (None: unknown) of each split.
   _labels: dict[str, np.ndarray]
   _indices: dict[str, np.ndarray | None]
@@ -312,11 +315,14 @@ class _CohortTrajectories(Trajectories):
       out[here] = self._read(cohort, t, (key,))[key][position_E[members_P[here]]]
 
 
-def load_trajectories(workdir: str, allow_partial: bool = False) -> Trajectories:
-  """Opens a trajectories store: its metadata now, its probabilities when asked.
+def load_trajectories(workdir: str | Sequence[str], allow_partial: bool = False) -> Trajectories:
+  """Opens a trajectories store (or several as one): its metadata now, its probabilities when
+  asked.
 
   Args:
-    workdir: the store's directory (given to ``train_and_record`` or ``TrajectoryWriter``).
+    workdir: the store's directory (given to ``train_and_record`` or ``TrajectoryWriter``), or
+      a list of them: stores of the same probes, mapped jointly (``joint.JointTrajectories``;
+      each member's hparams gain a ``store`` key, the directory's name).
     allow_partial: skip missing or unreadable recording times of a trainer store with a
       warning (their probabilities, metrics and steps become NaN / -1, ``recorded`` is False
       there) instead of raising: a store still being trained opens this way. Stores written
@@ -326,8 +332,18 @@ def load_trajectories(workdir: str, allow_partial: bool = False) -> Trajectories
     A ``Trajectories`` object.
 
   Raises:
-    StoreError: not a store, another format version, or a missing/torn step.
+    StoreError: not a store, another format version, a missing/torn step, or stores that
+      cannot be mapped jointly.
   """
+  if not isinstance(workdir, (str, os.PathLike)):
+    paths = [os.path.abspath(p) for p in workdir]
+    if len(paths) == 1:
+      return load_trajectories(paths[0], allow_partial)
+    from ensembles.store import joint  # pylint: disable=import-outside-toplevel
+    names = [os.path.basename(p) for p in paths]
+    if len(set(names)) < len(names):
+      names = paths
+    return joint.JointTrajectories([load_trajectories(p, allow_partial) for p in paths], names)
   workdir = os.path.abspath(workdir)  # Orbax reads absolute paths only.
   manifest = read_manifest(workdir)
   if manifest['format_version'] == MEMBERS_FORMAT_VERSION:
