@@ -99,8 +99,9 @@ def read_index(path: str) -> tuple[list[Entry], int]:
     if not line.endswith(b'\n'):
       break
     try:
-      entries.append(Entry(**json.loads(line)))
-    except (ValueError, TypeError):
+      fields = json.loads(line)
+      entries.append(Entry(**{k: fields[k] for k in Entry._fields}))  # Others: a later version.
+    except (ValueError, TypeError, KeyError):
       break
     end += len(line)
   return entries, end

@@ -224,10 +224,10 @@ class TrajectoryWriter:
                          'store into an empty or new directory.')
       write_manifest(self.workdir, manifest, version=MEMBERS_FORMAT_VERSION)
     stored = read_manifest(self.workdir)
-    stored.pop('format_version')
-    if stored.get('writer') != manifest['writer']:
-      raise StoreError(f'{self.workdir} holds a store written by the trainer; '
-                       'TrajectoryWriter writes into a new directory or one of its own stores.')
+    if stored.pop('format_version') != MEMBERS_FORMAT_VERSION:
+      raise StoreError(f'{self.workdir} holds a store written by the trainer (format 1); '
+                       'TrajectoryWriter writes into a new directory or a format 2 store.')
+    stored['writer'] = manifest['writer']  # Any program may write format 2.
     difference = _first_difference(stored, manifest)
     if difference:
       raise StoreError(f'{self.workdir} holds another store: its {SWEEP_FILE} differs at '
