@@ -101,6 +101,17 @@ def test_embedded_dataset_prepares_offline_in_fresh_dir_identically(
   np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
 
 
+def test_preparing_an_embedded_dataset_prints_one_line_of_its_own(tmp_path, capfd, no_network):
+  data.prepare_dataset('digits', str(tmp_path))
+  out, err = capfd.readouterr()
+  # Not TFDS's "Downloading and preparing dataset Unknown size ..." nor its tqdm bars.
+  assert out == f'Preparing dataset digits (embedded, offline) in {tmp_path}...\n'
+  assert 'Downloading' not in err and '\r' not in err and '\x1b' not in err, err
+  data.prepare_dataset('digits', str(tmp_path))  # Prepared already: nothing to say.
+  assert capfd.readouterr().out == ''
+  assert tfds.core.utils.tqdm_utils._active  # The bars were turned back on for other callers.
+
+
 def test_fresh_concurrent_subprocesses_prepare_identical_arrays(loaded, tmp_path):
   """Two new processes prepare mnist1d into one empty data_dir at once, then read it."""
   script = ('import sys, numpy as np\n'
@@ -533,7 +544,7 @@ def _write_svhn(manual_dir, splits):
 
 
 @pytest.mark.parametrize('name', data.EXTERNAL_DATASETS)
-def test_external_dataset_prepares_from_manual_files_without_tensorflow(name, tmp_path):
+def test_external_dataset_prepares_from_manual_files_without_tensorflow(name, tmp_path, capfd):
   """Synthetic archives in each dataset's real layout round-trip through TFDS and data_source."""
   rng = np.random.default_rng(0)
   shape = (28, 28, 1) if 'mnist' in name else (32, 32, 3)
@@ -555,8 +566,13 @@ def test_external_dataset_prepares_from_manual_files_without_tensorflow(name, tm
     data.load_dataset(name, data_dir, manual_dir=str(manual_dir))
   assert not os.path.exists(os.path.join(data_dir, name))
 
+  capfd.readouterr()
   external.prepare(name, data_dir, str(manual_dir), str(tmp_path / 'downloads'),
                    check_sums=False)
+  out, err = capfd.readouterr()
+  assert out.startswith(f'Preparing dataset {name} (from {manual_dir}{os.sep}') and out.endswith(
+      f', offline) in {data_dir}...\n') and out.count('\n') == 1, out
+  assert 'Downloading' not in err and '\r' not in err, err
   ds = data.load_dataset(name, data_dir)
   assert ds.info == data.DatasetInfo(name, num_classes, shape, shape[0] // 8,
                                      data.FLIP_KEEPS_CLASS[name], 120, 30)

@@ -15,10 +15,13 @@ Importing this module registers three datasets with TFDS, so that
 
 Every example also stores `source_index`, its row in the source arrays (for `mnist1d`, in its
 native split), and examples are written in that order (shuffling disabled), so the prepared
-files can be checked against the source. Preparation runs offline in about a second each.
+files can be checked against the source. Preparation runs offline in about a second each, and
+says so in one line (`OfflinePreparation`) instead of TFDS's download wording and progress bars.
 """
 
 import abc
+import contextlib
+import io
 import random
 from typing import Iterator, NamedTuple
 
@@ -109,7 +112,40 @@ def _as_uint8(values: np.ndarray, source: str) -> np.ndarray:
   return as_uint8
 
 
-class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class OfflinePreparation:
+  """A mixin for TFDS builders that prepare from local data: `download_and_prepare` prints one
+  line of its own, `Preparing dataset digits (embedded, offline) in <data_dir>...`, and none of
+  TFDS's ("Downloading and preparing dataset Unknown size ...", its progress bars, "Dataset ...
+  downloaded and prepared"): nothing is downloaded. Put it before the TFDS builder class.
+  """
+
+  # Where the data comes from, as the line says it; a class or instance attribute.
+  PREPARED_FROM = 'embedded, offline'
+
+  def download_and_prepare(self, **kwargs) -> None:
+    if not self.data_path.exists():  # As TFDS decides whether to prepare.
+      print(f'Preparing dataset {self.name} ({self.PREPARED_FROM}) in {self.data_dir_root}...',
+            flush=True)
+    with _tfds_quiet():
+      super().download_and_prepare(**kwargs)
+
+
+@contextlib.contextmanager
+def _tfds_quiet() -> Iterator[None]:
+  """TFDS's progress bars off (`tfds.display_progress_bar`) and what it prints to stdout (its
+  download wording) dropped, until the block ends."""
+  tqdm_utils = tfds.core.utils.tqdm_utils
+  bars_were_on = getattr(tqdm_utils, '_active', True)  # TFDS has no getter.
+  tfds.display_progress_bar(False)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    tfds.display_progress_bar(bars_were_on)
+
+
+class _EmbeddedBuilder(OfflinePreparation, tfds.core.GeneratorBasedBuilder,
+                       skip_registration=True):
   """Shared `_info` and generators; subclasses name the source and load its arrays."""
 
   INPUT_KEY = 'image'

@@ -37,6 +37,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ensembles.training.datasets import builders
+
 MANUAL_FILES: dict[str, tuple[str, ...]] = {
     'cifar10': ('cifar-10-binary.tar.gz',),
     'cifar100': ('cifar-100-binary.tar.gz',),
@@ -169,8 +171,10 @@ def _manual_builder_cls(name: str, paths: dict[str, str]) -> type:
   stock = tfds.builder_cls(name)
   read = _READERS[name]
 
-  class ManualBuilder(stock, skip_registration=True):
-    """The stock builder, fed from manual files."""
+  class ManualBuilder(builders.OfflinePreparation, stock, skip_registration=True):
+    """The stock builder, fed from manual files; prepares with one line of its own."""
+
+    PREPARED_FROM = f'from {", ".join(sorted(paths.values()))}, offline'
 
     pkg_dir_path = stock._get_pkg_dir_path()  # pylint: disable=protected-access
 
