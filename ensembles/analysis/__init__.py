@@ -25,8 +25,8 @@ from ensembles.analysis import design
 from ensembles.analysis.distances import BC_CLIP, bhattacharyya, bhattacharyya_paired
 from ensembles.analysis.embedding import InPCA, inpca
 from ensembles.analysis.eigen import Eigenpairs, top_by_magnitude
-from ensembles.analysis.factors import (FACTORS, FactorRow, FactorTable, factor_analysis,
-                                        factor_table, pair_factor, seed_groups)
+from ensembles.analysis.factors import (FACTORS, Confounded, FactorRow, FactorTable,
+                                        factor_analysis, factor_table, pair_factor, seed_groups)
 from ensembles.analysis.geometry import (Resampled, distance_to_mean, equal_progress_distances,
                                          geodesic, ignorance, path_length, progress, resample,
                                          slerp, truth, tube_width)
@@ -38,7 +38,8 @@ from ensembles.analysis.report import AnalysisSummary, analyze_trajectories, wri
 from ensembles.analysis.summary import Analysis, progress_grid, summarize
 
 __all__ = [
-    'Analysis', 'AnalysisSummary', 'BC_CLIP', 'Eigenpairs', 'FACTORS', 'FactorRow', 'FactorTable',
+    'Analysis', 'AnalysisSummary', 'BC_CLIP', 'Confounded', 'Eigenpairs', 'FACTORS', 'FactorRow',
+    'FactorTable',
     'InPCA', 'References', 'Resampled', 'TrajectoryEmbedding', 'analyze_trajectories',
     'bhattacharyya', 'bhattacharyya_paired', 'choose_landmarks', 'design', 'distance_to_mean',
     'embed_trajectories', 'embedding_figure_3d', 'equal_progress_distances', 'factor_analysis',

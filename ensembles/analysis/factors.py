@@ -4,7 +4,10 @@ Two members are compared at equal progress (``geometry.resample``); the pair is 
 the one factor in which their hparams differ (a seed difference may come on top), to "seed"
 when they differ in the seed only, and to "several" when more than one factor differs. The
 table gives, per factor, the mean distance over such pairs and its ratio to the seed-only mean:
-factors whose ratio is near 1 do not move trajectories more than a new seed does.
+factors whose ratio is near 1 do not move trajectories more than a new seed does. A factor that
+never varies alone among the members (the quickstart's optimizer, which always changes together
+with the learning rate) has no row; the table lists it as confounded, with the factors it moves
+with, instead of leaving it out silently.
 """
 
 from __future__ import annotations
@@ -65,10 +68,14 @@ def differing_factors(a: dict[str, Any], b: dict[str, Any]) -> tuple[set[str], b
 
 def pair_factor(a: dict[str, Any], b: dict[str, Any]) -> str | None:
   """The factor a pair of members is attributed to; None for identical hparams."""
-  factors, seed_differs = differing_factors(a, b)
+  return _attribute(*differing_factors(a, b))
+
+
+def _attribute(factors: set[str], seed_differs: bool) -> str | None:
+  """The factor of a pair that differs in ``factors`` (and the seed, if ``seed_differs``)."""
   if not factors:
     return SEED_ONLY if seed_differs else None
-  return factors.pop() if len(factors) == 1 else SEVERAL
+  return next(iter(factors)) if len(factors) == 1 else SEVERAL
 
 
 def seed_groups(members: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -105,18 +112,46 @@ class FactorRow(NamedTuple):
   ratio_to_seed: float
 
 
+class Confounded(NamedTuple):
+  """A factor that varies among the members but never alone: every pair of members that differ
+  in it also differ in another factor, so all its pairs count under SEVERAL and it has no row.
+
+  Attributes:
+    factor: name (a FACTORS key or OTHER).
+    always_with: the factors that differ in every such pair (empty if none does).
+    varies_with: the factors that differ in at least one such pair.
+  """
+  factor: str
+  always_with: tuple[str, ...]
+  varies_with: tuple[str, ...]
+
+  def note(self) -> str:
+    """``'confounded with learning_rate (never varies alone in this sweep; ...)'``."""
+    if self.always_with:
+      return (f'confounded with {" and ".join(self.always_with)} (never varies alone in this '
+              f'sweep; its pairs count under {SEVERAL!r})')
+    return (f'confounded (never varies alone in this sweep, always with one of '
+            f'{", ".join(self.varies_with)}; its pairs count under {SEVERAL!r})')
+
+
 _COLUMNS = ('factor', 'keys', 'num_pairs', 'mean', 'std', 'median', 'ratio_to_seed')
+# The CSV's last column: empty for a measured factor, Confounded.note() for a confounded one.
+_NOTE_COLUMN = 'note'
 
 
 class FactorTable(NamedTuple):
-  """Factor rows, by mean distance descending."""
+  """Factor rows, by mean distance descending, and the factors that never vary alone."""
   rows: tuple[FactorRow, ...]
+  confounded: tuple[Confounded, ...] = ()
 
   def row(self, factor: str) -> FactorRow:
-    """The row of one factor; KeyError naming the ones present if absent."""
+    """The row of one factor; KeyError naming the ones present (or the confounding) if absent."""
     for r in self.rows:
       if r.factor == factor:
         return r
+    for c in self.confounded:
+      if c.factor == factor:
+        raise KeyError(f'factor {factor!r} has no row: {c.note()}')
     raise KeyError(f'factor {factor!r} has no pairs; present: {[r.factor for r in self.rows]}')
 
   def _cells(self) -> list[list[str]]:
@@ -124,18 +159,28 @@ class FactorTable(NamedTuple):
              f'{r.median:.6g}', f'{r.ratio_to_seed:.4g}'] for r in self.rows]
 
   def to_csv(self) -> str:
-    """The table as CSV text with a header line."""
+    """The table as CSV text with a header line; a confounded factor is a row with no pairs
+    whose ``note`` says what it moves with."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator='\n')
-    writer.writerow(_COLUMNS)
-    writer.writerows(self._cells())
+    writer.writerow((*_COLUMNS, _NOTE_COLUMN))
+    writer.writerows([*cells, ''] for cells in self._cells())
+    nan = f'{np.nan}'
+    writer.writerows([c.factor, ' '.join(_factor_keys(c.factor)), '0', nan, nan, nan, nan,
+                      c.note()] for c in self.confounded)
     return out.getvalue()
 
   def to_markdown(self) -> str:
-    """The table as a GitHub-flavoured Markdown table."""
+    """The table as a GitHub-flavoured Markdown table, then one line per confounded factor."""
     lines = ['| ' + ' | '.join(_COLUMNS) + ' |', '|' + '---|' * len(_COLUMNS)]
     lines += ['| ' + ' | '.join(cells) + ' |' for cells in self._cells()]
+    if self.confounded:
+      lines += ['', *(f'{c.factor}: {c.note()}.' for c in self.confounded)]
     return '\n'.join(lines) + '\n'
+
+
+def _factor_keys(factor: str) -> tuple[str, ...]:
+  return FACTORS.get(factor, (SEED_KEY,) if factor == SEED_ONLY else ())
 
 
 def factor_table(pair_distances: Any, members: Sequence[dict[str, Any]]) -> FactorTable:
@@ -147,7 +192,8 @@ def factor_table(pair_distances: Any, members: Sequence[dict[str, Any]]) -> Fact
     members: E hparams dicts.
 
   Returns:
-    A ``FactorTable``, by mean distance descending.
+    A ``FactorTable``, by mean distance descending, with the factors that never vary alone
+    among ``members`` (whatever their distances) as ``confounded``.
 
   Raises:
     ValueError: if the matrix is not (E, E) for the E members.
@@ -158,20 +204,31 @@ def factor_table(pair_distances: Any, members: Sequence[dict[str, Any]]) -> Fact
     raise ValueError(f'pair_distances has shape {d_ExE.shape}: expected ({e}, {e}) for the {e} '
                      'members.')
   by_factor: dict[str, list[float]] = {}
+  alone: set[str] = set()  # factors that some pair differs in, and in nothing else
+  always: dict[str, set[str]] = {}  # factor -> the others that every pair differing in it has
+  varies: dict[str, set[str]] = {}  # factor -> the others that some pair differing in it has
   for i in range(e):
     for j in range(i + 1, e):
-      factor = pair_factor(members[i], members[j])
+      differing, seed_differs = differing_factors(members[i], members[j])
+      for f in differing:
+        others = differing - {f}
+        if not others:
+          alone.add(f)
+        always[f] = always[f] & others if f in always else others
+        varies.setdefault(f, set()).update(others)
+      factor = _attribute(differing, seed_differs)
       if factor is not None and np.isfinite(d_ExE[i, j]):
         by_factor.setdefault(factor, []).append(float(d_ExE[i, j]))
   seed_mean = float(np.mean(by_factor[SEED_ONLY])) if SEED_ONLY in by_factor else np.nan
   rows = []
   for factor, values in by_factor.items():
     v = np.asarray(values)
-    keys = FACTORS.get(factor, (SEED_KEY,) if factor == SEED_ONLY else ())
-    rows.append(FactorRow(factor, keys, len(v), float(v.mean()), float(v.std()),
-                          float(np.median(v)), float(v.mean()) / seed_mean))
+    rows.append(FactorRow(factor, _factor_keys(factor), len(v), float(v.mean()),
+                          float(v.std()), float(np.median(v)), float(v.mean()) / seed_mean))
   rows.sort(key=lambda r: -r.mean)
-  return FactorTable(tuple(rows))
+  confounded = tuple(Confounded(f, tuple(sorted(always[f])), tuple(sorted(varies[f])))
+                     for f in sorted(set(always) - alone))
+  return FactorTable(tuple(rows), confounded)
 
 
 def mean_over_progress(distances_GxExE: np.ndarray) -> np.ndarray:

@@ -66,11 +66,47 @@ def test_factor_table_renders_csv_and_markdown():
   members = [hparams(seed=0), hparams(seed=1), hparams(augment=True)]
   table = analysis.factor_table(np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0.0]]), members)
   rows = list(csv.reader(io.StringIO(table.to_csv())))
-  assert rows[0] == ['factor', 'keys', 'num_pairs', 'mean', 'std', 'median', 'ratio_to_seed']
-  assert [r[0] for r in rows[1:]] == ['augment', 'seed']
+  assert rows[0] == ['factor', 'keys', 'num_pairs', 'mean', 'std', 'median', 'ratio_to_seed',
+                     'note']
+  assert [r[0] for r in rows[1:]] == ['augment', 'seed'] and rows[1][7] == ''
+  assert table.confounded == ()  # augment varies alone (members 0 and 2).
   assert float(rows[1][3]) == pytest.approx(2.5) and float(rows[1][6]) == pytest.approx(2.5)
   markdown = table.to_markdown().splitlines()
   assert len(markdown) == 4 and markdown[2].startswith('| augment | augment | 2 | 2.5 |')
+
+
+def test_a_factor_that_never_varies_alone_is_named_as_confounded():
+  # The quickstart's design: each optimizer with learning rates of its own scale, x arch x seed.
+  members = [hparams(arch=a, optimizer=o, learning_rate=lr, seed=s)
+             for a in ('mlp', 'cnn')
+             for o, rates in (('sgd', (0.02, 0.05)), ('adam', (0.001, 0.003)))
+             for lr in rates for s in (0, 1)]
+  table = analysis.factor_table(np.ones((len(members), len(members))), members)
+  assert {r.factor for r in table.rows} == {'arch', 'learning_rate', 'seed', 'several'}
+  assert table.confounded == (
+      analysis.Confounded('optimizer', ('learning_rate',), ('arch', 'learning_rate')),)
+  note = ("optimizer: confounded with learning_rate (never varies alone in this sweep; its "
+          "pairs count under 'several').")
+  assert table.to_markdown().splitlines()[-1] == note
+  last = list(csv.reader(io.StringIO(table.to_csv())))[-1]
+  assert last[:3] == ['optimizer', 'optimizer momentum nesterov', '0'] and last[7] == note[11:-1]
+  with pytest.raises(KeyError, match='optimizer.*confounded with learning_rate'):
+    table.row('optimizer')
+  # One Nesterov member with an SGD learning rate: the optimizer then varies alone, against the
+  # two mlp sgd members at 0.02 (seeds 0 and 1).
+  table = analysis.factor_table(np.ones((len(members) + 1,) * 2),
+                                members + [hparams(optimizer='nesterov', learning_rate=0.02)])
+  assert table.confounded == () and table.row('optimizer').num_pairs == 2
+
+
+def test_a_factor_that_moves_with_different_ones_is_confounded_with_none_in_particular():
+  members = [hparams(), hparams(augment=True, arch='cnn'), hparams(augment=True, batch_size=32)]
+  confounded = analysis.factor_table(np.ones((3, 3)), members).confounded
+  assert [c.factor for c in confounded] == ['arch', 'augment', 'batch_size']
+  augment = confounded[1]
+  assert (augment.always_with, augment.varies_with) == ((), ('arch', 'batch_size'))
+  assert augment.note().startswith('confounded (never varies alone in this sweep, always with '
+                                   'one of arch, batch_size;')
 
 
 def test_factor_table_skips_pairs_without_distance():
