@@ -2,9 +2,12 @@ r"""Maps the trajectories of a trained sweep with InPCA and compares them by fac
 
   python -m ensembles.launch.analyze --workdir=/tmp/quickstart [--split=train] [--color_by=arch]
       [--landmarks=L] [--overwrite] [--distributed | --coordinator_address=H:P ...]
+  python -m ensembles.launch.analyze --workdir=/tmp/quickstart,/tmp/imported --outdir=/tmp/joint
 
 Reads the trajectories store in --workdir (one still being trained maps what it has, and says
-what is missing) and writes DIR/analysis/: map/ (every point's coordinates, Parquet), embedding.npz,
+what is missing; several, comma-separated, are mapped jointly if their probes are the same
+samples, each member's hparams then holding its store's name under 'store') and writes
+DIR/analysis/ (or --outdir): map/ (every point's coordinates, Parquet), embedding.npz,
 equal_progress.npz, factors.csv, factors.md and the pictures, named by --color_by
 (embedding_2d_by_arch.png, embedding_3d_by_arch.html, ...: each colouring keeps its own);
 prints ES_1..ES_5. Up to ``mapping.LANDMARK_THRESHOLD`` points the map is a full InPCA; above,
@@ -29,9 +32,15 @@ from ensembles.launch import runtime
 flags.adopt_module_key_flags(runtime)
 
 FLAGS = flags.FLAGS
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The trajectories store (train_and_record).')
-_SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'test'], 'Probe split to analyse.')
-_COLOR_BY = flags.DEFINE_string('color_by', 'arch', 'Hparams key that colours trajectories.')
+_WORKDIR = flags.DEFINE_list(
+    'workdir', None, 'The trajectories store (train_and_record, TrajectoryWriter, '
+    'ensembles-import), or several, comma-separated, mapped jointly.')
+_OUTDIR = flags.DEFINE_string('outdir', None, 'Where the analysis goes (default: '
+                              'WORKDIR/analysis; required with several stores).')
+_SPLIT = flags.DEFINE_string('split', 'train', 'Probe split to analyse (one of the store\'s).')
+_COLOR_BY = flags.DEFINE_string(
+    'color_by', None, 'Hparams key that colours trajectories (default: store with several '
+    'stores, else arch if every member has one, else the first key that varies).')
 _MAX_POINTS = flags.DEFINE_integer('max_points', analysis.summary.DEFAULT_MAX_POINTS,
                                    'Most checkpoints of the comparison embedding.', lower_bound=2)
 _LANDMARKS = flags.DEFINE_integer(
@@ -89,26 +98,50 @@ def landmark_choice(traj: store.Trajectories, landmarks: int | None) -> tuple[in
       f'{mapping.DEFAULT_LANDMARKS:,} landmarks (set --landmarks to change).')
 
 
+def color_key(members: list[dict], asked: str | None, where: str) -> str:
+  """--color_by checked against the members' hparams, or its default (see the flag)."""
+  keys = sorted({key for hp in members for key in hp})
+  if not keys:
+    raise app.UsageError(f'the members in {where} have no hparams to colour by: record each '
+                         "member's hyperparameters as a dict (e.g. {'seed': 0}).")
+  if asked is not None:
+    if any(asked not in hp for hp in members):
+      raise app.UsageError(f'--color_by={asked!r}: accepted one of {keys} (the hparams of '
+                           f'the members in {where}).')
+    return asked
+  shared = [k for k in keys if all(k in hp for hp in members)]
+  varying = [k for k in shared if len({repr(hp[k]) for hp in members}) > 1]
+  for key in (store.STORE_KEY, 'arch'):
+    if key in shared:
+      return key
+  return (varying or shared or keys)[0]
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.start_process()
   say = print if jax.process_index() == 0 else lambda *args, **kwargs: None
-  # Flags checked against the manifest before any record is read.
-  members = store.read_manifest(_WORKDIR.value)['members']
-  keys = sorted({key for hp in members for key in hp})
-  if any(_COLOR_BY.value not in hp for hp in members):
-    raise app.UsageError(f'--color_by={_COLOR_BY.value!r}: accepted one of {keys} (the hparams '
-                         f'of the members in {_WORKDIR.value}).')
-  traj = store.load_trajectories(_WORKDIR.value, allow_partial=True)
+  # Flags checked against the manifests before any record is read.
+  workdirs = _WORKDIR.value
+  if len(workdirs) > 1 and _OUTDIR.value is None:
+    raise app.UsageError(f'--workdir names {len(workdirs)} stores: say where their joint '
+                         'analysis goes with --outdir=DIR.')
+  members, splits = store.read_metadata(workdirs)
+  if _SPLIT.value not in splits:
+    raise app.UsageError(f'--split={_SPLIT.value!r}: accepted {list(splits)} (the probe splits '
+                         f'of {",".join(workdirs)}).')
+  color_by = color_key(members, _COLOR_BY.value, ','.join(workdirs))
+  traj = store.load_trajectories(workdirs, allow_partial=True)
   if traj.missing:
-    say(f'The store is partial: {len(traj.missing)} (cohort, recording time) records are '
-        'missing (training unfinished or killed); mapping what is there.', flush=True)
+    say(f'The store is partial: {len(traj.missing)} records are missing (training unfinished '
+        'or killed, or checkpoints written on some splits only); mapping what is there.',
+        flush=True)
   landmarks, line = landmark_choice(traj, _LANDMARKS.value)
   say(line, flush=True)
   summary = analysis.analyze_trajectories(
-      traj, os.path.join(_WORKDIR.value, 'analysis'), split=_SPLIT.value,
-      color_by=_COLOR_BY.value, max_points=_MAX_POINTS.value, landmarks=landmarks,
+      traj, _OUTDIR.value or os.path.join(workdirs[0], 'analysis'), split=_SPLIT.value,
+      color_by=color_by, max_points=_MAX_POINTS.value, landmarks=landmarks,
       overwrite=_OVERWRITE.value, on_block=ProgressLine(say=say))
   say('\n'.join(summary.lines()))
 

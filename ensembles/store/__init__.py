@@ -11,6 +11,7 @@ Public API:
     training loop (format 2); write(member, step, split, values, *, epoch, kind), close()
   TrajectoryStore: the protocol the analysis reads (members, epochs, status, probs, labels)
   CohortWriter(directory, dtype, num_members): the trainer's cohort records and state (format 1)
+  read_metadata(workdirs) -> (members, splits): a store's (or several's) manifests alone
   StoreError; the format's names (FORMAT_VERSION, MEMBERS_FORMAT_VERSION, SPLITS, METRICS,
   RECORD_KEYS, cohort_dir, read_manifest, write_manifest)
 """
@@ -20,8 +21,9 @@ import importlib
 _LAZY = {
     **dict.fromkeys(
         ('FORMAT_VERSION', 'MEMBERS_FORMAT_VERSION', 'METRICS', 'READABLE_VERSIONS',
-         'RECORD_KEYS', 'SPLITS', 'STATUS_DIVERGED', 'STATUS_OK', 'STORAGE_DTYPES', 'SWEEP_FILE',
-         'StoreError', 'cohort_dir', 'has_manifest', 'read_manifest', 'write_manifest'),
+         'RECORD_KEYS', 'SPLITS', 'STATUS_DIVERGED', 'STATUS_OK', 'STORAGE_DTYPES', 'STORE_KEY',
+         'SWEEP_FILE', 'StoreError', 'cohort_dir', 'has_manifest', 'manifest_splits',
+         'read_manifest', 'read_metadata', 'store_names', 'write_manifest'),
         'ensembles.store.format'),
     **dict.fromkeys(('Block', 'BlockSpec', 'Trajectories', 'TrajectoryStore', 'block_plan',
                      'load_trajectories', 'read_record'), 'ensembles.store.reader'),

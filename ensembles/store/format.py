@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 FORMAT_VERSION = 1
@@ -45,6 +46,10 @@ METRICS = ('train_loss', 'train_accuracy', 'test_loss', 'test_accuracy')
 # Every array of one record: the cohort's step, each member's divergence step (-1: none), its
 # probabilities on each probe split and its metrics.
 RECORD_KEYS = ('step', 'diverged_at', 'train_probs', 'test_probs') + METRICS
+
+
+# The hparams key naming each member's store when several are read as one.
+STORE_KEY = 'store'
 
 
 class StoreError(ValueError):
@@ -89,3 +94,30 @@ def read_manifest(workdir: str, versions: tuple[int, ...] = READABLE_VERSIONS) -
                      'it, or write the store again.')
   return manifest
 
+
+
+def manifest_splits(manifest: dict[str, Any]) -> tuple[str, ...]:
+  """The probe splits of a store, from its manifest."""
+  if manifest['format_version'] == MEMBERS_FORMAT_VERSION:
+    return tuple(manifest['splits'])
+  return SPLITS
+
+
+def store_names(workdirs: Sequence[str]) -> list[str]:
+  """The names of stores read as one: their directories' names, or paths where those clash."""
+  paths = [os.path.abspath(w) for w in workdirs]
+  names = [os.path.basename(p) for p in paths]
+  return names if len(set(names)) == len(names) else paths
+
+
+def read_metadata(workdirs: Sequence[str]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+  """(members, splits) of one store or of several read as one (``load_trajectories``), from
+  the manifests alone: for checking what a user asks before any record is read."""
+  manifests = [read_manifest(w) for w in workdirs]
+  if len(manifests) == 1:
+    return manifests[0]['members'], manifest_splits(manifests[0])
+  members = [dict(hp, **{STORE_KEY: name})
+             for m, name in zip(manifests, store_names(workdirs)) for hp in m['members']]
+  splits = tuple(s for s in manifest_splits(manifests[0])
+                 if all(s in manifest_splits(m) for m in manifests))
+  return members, splits

@@ -13,11 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ensembles.store.format import StoreError
+from ensembles.store.format import STORE_KEY, StoreError
 from ensembles.store.reader import Trajectories
-
-# The hparams key naming each member's store.
-STORE_KEY = 'store'
 
 
 def _first_probe_difference(a: Trajectories, b: Trajectories, split: str) -> str | None:

@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 
 from ensembles.store.format import (MEMBERS_FORMAT_VERSION, METRICS, RECORD_ITEM, RECORD_KEYS,
                                     SPLITS, STATUS_DIVERGED, STATUS_OK, StoreError, cohort_dir,
-                                    read_manifest)
+                                    read_manifest, store_names)
 
 # The small arrays of a record, read when a store opens.
 METADATA_KEYS = ('step', 'diverged_at') + METRICS
@@ -336,14 +336,12 @@ def load_trajectories(workdir: str | Sequence[str], allow_partial: bool = False)
       cannot be mapped jointly.
   """
   if not isinstance(workdir, (str, os.PathLike)):
-    paths = [os.path.abspath(p) for p in workdir]
+    paths = list(workdir)
     if len(paths) == 1:
       return load_trajectories(paths[0], allow_partial)
     from ensembles.store import joint  # pylint: disable=import-outside-toplevel
-    names = [os.path.basename(p) for p in paths]
-    if len(set(names)) < len(names):
-      names = paths
-    return joint.JointTrajectories([load_trajectories(p, allow_partial) for p in paths], names)
+    return joint.JointTrajectories([load_trajectories(p, allow_partial) for p in paths],
+                                   store_names(paths))
   workdir = os.path.abspath(workdir)  # Orbax reads absolute paths only.
   manifest = read_manifest(workdir)
   if manifest['format_version'] == MEMBERS_FORMAT_VERSION:
