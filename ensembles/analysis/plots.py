@@ -185,7 +185,8 @@ def swept_keys(hparams: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def point_hover(member: Any, hparams: Sequence[Mapping] | Mapping[int, Mapping], epoch: Any,
-                step: Any = None, metrics: Mapping[str, Any] | None = None) -> list[str]:
+                step: Any = None, metrics: Mapping[str, Any] | None = None,
+                time_unit: str = 'epoch') -> list[str]:
   """The hover text of each point: its member, the hparams that vary, epoch, step, metrics.
 
   Only the hparams that differ between the members of ``hparams`` are shown (an MLP sweep's
@@ -200,7 +201,8 @@ def point_hover(member: Any, hparams: Sequence[Mapping] | Mapping[int, Mapping],
   Args:
     member: (P,) each point's member: an index into ``hparams``, shown as the member's number.
     hparams: every member's hparams, as a list or keyed by member index.
-    epoch: (P,) each point's epoch.
+    epoch: (P,) each point's epoch (its step where ``time_unit`` is 'step': a store whose
+      writer was given no epochs).
     step: optional (P,) training step of each point.
     metrics: optional name -> (P,) values (e.g. train_accuracy, test_accuracy), shown to 3
       decimals.
@@ -217,8 +219,8 @@ def point_hover(member: Any, hparams: Sequence[Mapping] | Mapping[int, Mapping],
   for p, m in enumerate(member_P):
     hp = hparams[int(m)]
     lines = [f'member {int(m)}', ', '.join(f'{k}={hp.get(k)}' for k in swept)]
-    when = f'epoch {epoch_P[p]:g}'
-    if step_P is not None and step_P[p] >= 0:
+    when = f'{time_unit} {epoch_P[p]:g}'
+    if step_P is not None and step_P[p] >= 0 and time_unit != 'step':
       when += f', step {int(step_P[p])}'
     lines.append(when)
     lines.append(', '.join(f'{k}={v[p]:.3f}' for k, v in metrics_P.items() if np.isfinite(v[p])))

@@ -7,6 +7,7 @@ it (``write_analysis``); ``ensembles/launch/analyze.py`` calls it on a store.
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, NamedTuple
 
 import jax
@@ -44,8 +45,10 @@ HOVER_METRICS = ('train_accuracy', 'test_accuracy')
 
 def embedding_file_name(dims: int, color_by: str, extension: str = 'png') -> str:
   """The file of the ``dims``-D picture coloured by ``color_by``, e.g. ``embedding_2d_by_arch.png``:
-  each colouring has files of its own, so analyses coloured by two factors keep both."""
-  return f'embedding_{dims}d_by_{color_by}.{extension}'
+  each colouring has files of its own, so analyses coloured by two factors keep both. Characters
+  other than letters, digits, '.', '-' and '_' (a key such as 'optimizer/lr' of another
+  writer's store) become '_'."""
+  return f'embedding_{dims}d_by_{re.sub(r"[^A-Za-z0-9._-]", "_", color_by)}.{extension}'
 
 
 class AnalysisSummary(NamedTuple):
@@ -150,7 +153,8 @@ def _store_hover(traj: TrajectoryStore, member_P: np.ndarray, time_P: np.ndarray
   return plots.point_hover(
       member_P, traj.members, np.asarray(traj.epochs)[time_P],
       None if steps_ExT is None else np.asarray(steps_ExT)[member_P, time_P],
-      {k: np.asarray(metrics[k])[member_P, time_P] for k in HOVER_METRICS if k in metrics})
+      {k: np.asarray(metrics[k])[member_P, time_P] for k in HOVER_METRICS if k in metrics},
+      time_unit=getattr(traj, 'time_unit', 'epoch'))
 
 
 def _draw(outdir: str, coords_PxK: np.ndarray, member_P: np.ndarray, order_P: np.ndarray,

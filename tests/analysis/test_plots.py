@@ -117,3 +117,9 @@ def test_point_hover_shows_member_swept_hparams_epoch_step_and_metrics():
   # Keyed by member index (a subset of a sweep): what varies among those given is shown.
   assert plots.point_hover([7], {7: hparams[0], 9: hparams[2]}, [2.0]) == [
       'member 7<br>learning_rate=0.1<br>epoch 2']
+
+
+def test_hover_of_a_store_on_a_step_axis_says_step_once():
+  hover = plots.point_hover([0, 1], [dict(lr=0.1), dict(lr=0.2)], [100.0, 50.0], [100, 50],
+                            time_unit='step')
+  assert hover == ['member 0<br>lr=0.1<br>step 100', 'member 1<br>lr=0.2<br>step 50']
