@@ -17,7 +17,13 @@ STOPPED_EXIT_CODE = 143
 
 
 def train() -> training.TrainSummary:
-  """Starts the process (logging, devices, multi-host runtime), trains, prints the table."""
+  """Starts the process (logging, devices, multi-host runtime), trains, prints the table.
+
+  An override of an hparam that the sweep or every variant sets is refused first
+  (``training.check_overrides``): no member would use it.
+  """
+  overrides = config_flags.get_override_values(flags.FLAGS[CONFIG.name])
+  training.check_overrides(CONFIG.value, overrides)
   runtime.start_process()
   try:
     summary = training.train_and_record(CONFIG.value, WORKDIR.value, overwrite=OVERWRITE.value)

@@ -104,7 +104,9 @@ class SweepConfig:
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   """A whole sweep config, validated. ``source`` is the ConfigDict as a plain dict (for the
-  store's manifest)."""
+  store's manifest), with None for the ``hparams`` fields that no member uses (set by the sweep
+  or by every variant: ``sweep.shadowed_hparams``), so that it never shows a value no member
+  trained with."""
   sweep: SweepConfig
   record: RecordConfig
   train: TrainConfig
@@ -136,4 +138,13 @@ def read_config(config: ml_collections.ConfigDict) -> ExperimentConfig:
       record=_section(config, 'record', RecordConfig, config_common.default_record_config()),
       train=_section(config, 'train', TrainConfig, config_common.default_train_config()),
       data=_section(config, 'data', DataConfig, config_common.default_data_config()),
-      source=config.to_dict())
+      source=_source(config))
+
+
+def _source(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """``config`` as a plain dict, its shadowed ``hparams`` fields None."""
+  source = config.to_dict()
+  for name in sweep_lib.shadowed_hparams(config):
+    if name in source.get('hparams', {}):
+      source['hparams'][name] = None
+  return source

@@ -15,7 +15,10 @@ defaults; with variants, the concatenation over variants of the product of the
 variant's fields and the sweep's fields. Member order is deterministic:
 variants in the order given; within one, fields in alphabetical order of their
 names (the order ``ConfigDict.keys()`` gives), the last one varying fastest,
-exactly as ``itertools.product`` does.
+exactly as ``itertools.product`` does. A field that the sweep sets, or that
+every variant sets, is therefore never read from ``config.hparams``
+(``shadowed_hparams``); a command-line override of it there is refused
+(``check_overrides``).
 
 Members that can share one compiled program form a *cohort*: everything that
 changes the program's shapes or structure (see ``COHORT_KEYS``) is equal within
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -259,6 +263,80 @@ def expand_members(config: ml_collections.ConfigDict) -> list[Hparams]:
                       'share one recording grid, so they must train for the same number of '
                       'epochs; run one sweep per epoch count.')
   return members
+
+
+def _variants(config: ml_collections.ConfigDict) -> tuple[Mapping[str, Any], ...]:
+  """The variants that are dicts (``expand_members`` reports the others)."""
+  variants = config.get('variants') or ()
+  if isinstance(variants, Mapping) or not isinstance(variants, Sequence):
+    return ()
+  return tuple(v for v in variants if isinstance(v, Mapping))
+
+
+def shadowed_hparams(config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
+  """The hparams whose ``config.hparams`` value no member uses, and where theirs come from.
+
+  A field that ``config.sweep`` sets, or that every variant sets, takes its values from there.
+
+  Returns:
+    hparam name -> {config path that sets it: its value there}, e.g.
+    ``{'learning_rate': {'variants[0].learning_rate': 0.05}}``.
+  """
+  sweep = config.get('sweep') or {}
+  shadowed = {name: {f'sweep.{name}': values} for name, values in sweep.items()}
+  variants = _variants(config)
+  if variants:
+    for name in set.intersection(*(set(v) for v in variants)) - set(shadowed):
+      shadowed[name] = {f'variants[{i}].{name}': v[name] for i, v in enumerate(variants)}
+  return shadowed
+
+
+def _flag_value(value: Any) -> str:
+  """``value`` as it follows ``--flag=`` on a shell command line."""
+  text = value if isinstance(value, str) else repr(value)
+  if not re.fullmatch(r'[\w.+-]+', text):
+    text = f'"{text}"' if "'" in text else f"'{text}'"
+  return text
+
+
+def check_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any],
+                    flag: str = 'config') -> None:
+  """Refuses command-line overrides of hparams that no member would use.
+
+  Example: on ``quickstart.py:tiny``, whose one variant sets ``learning_rate=0.05``,
+  ``--config.hparams.learning_rate=0.1`` would train every member at 0.05; this raises instead,
+  naming ``--config.variants[0].learning_rate=0.1``.
+
+  Args:
+    config: the sweep config after the overrides.
+    overrides: overridden config paths and their new values, as ml_collections'
+      ``config_flags.get_override_values`` gives them (``{'hparams.learning_rate': 0.1}``).
+    flag: the name of the config flag, for the messages.
+
+  Raises:
+    ConfigError: an override of ``hparams.<name>`` where ``shadowed_hparams`` lists ``name``.
+  """
+  given = {}
+  for path, value in overrides.items():
+    if path == 'hparams' and isinstance(value, Mapping):  # --config.hparams='{...}'
+      given.update(value)
+    elif path.startswith('hparams.'):
+      given[path.removeprefix('hparams.')] = value
+  shadowed = shadowed_hparams(config)
+  for name, value in given.items():
+    if name not in shadowed:
+      continue
+    sources = shadowed[name]
+    if f'sweep.{name}' in sources:
+      where = f'config.sweep.{name}={sources[f"sweep.{name}"]!r}'
+      instead = (f'--{flag}.sweep.{name}={_flag_value((value,))} (a tuple of the values to sweep)')
+    else:
+      where = 'config.variants (' + ', '.join(f'{p.split(".")[0]}: {v!r}'
+                                              for p, v in sources.items()) + ')'
+      instead = ' '.join(f'--{flag}.{p}={_flag_value(value)}' for p in sources)
+    raise ConfigError(
+        f'--{flag}.hparams.{name}={_flag_value(value)} would be ignored: every member takes '
+        f'{name} from {where}, not from config.hparams. Set it there instead: {instead}.')
 
 
 def make_cohorts(members: Sequence[Hparams]) -> list[Cohort]:

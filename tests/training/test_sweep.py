@@ -1,6 +1,7 @@
 """Tests of ensembles.training.sweep: sweep expansion, member order, cohorts and bad configs
 (no training)."""
 
+import importlib
 import itertools
 
 import ml_collections
@@ -106,3 +107,44 @@ def test_bad_variants(variants, message):
   with pytest.raises(ensembles.ConfigError) as error:
     sweep_lib.expand_members(config)
   assert message in str(error.value)
+
+
+def test_shadowed_hparams_are_those_the_sweep_or_every_variant_sets():
+  config = _config(seed=(0, 1))
+  config.variants = (dict(optimizer='sgd', learning_rate=(0.05, 0.1)), dict(optimizer='adam'))
+  # learning_rate is not shadowed: the adam members read it from config.hparams.
+  assert sweep_lib.shadowed_hparams(config) == {
+      'seed': {'sweep.seed': (0, 1)},
+      'optimizer': {'variants[0].optimizer': 'sgd', 'variants[1].optimizer': 'adam'}}
+
+
+@pytest.mark.parametrize('arg, overrides, message', [
+    ('quickstart:tiny', {'hparams.learning_rate': -0.1},
+     '--config.hparams.learning_rate=-0.1 would be ignored: every member takes learning_rate '
+     'from config.variants (variants[0]: 0.05), not from config.hparams. Set it there instead: '
+     '--config.variants[0].learning_rate=-0.1.'),
+    ('quickstart', {'hparams.optimizer': 'lamb'},
+     "config.variants (variants[0]: 'sgd', variants[1]: 'adam')"
+     ', not from config.hparams. Set it there instead: --config.variants[0].optimizer=lamb '
+     '--config.variants[1].optimizer=lamb.'),
+    ('mnist1d:tiny', {'hparams.optimizer': 'lamb'},
+     "--config.hparams.optimizer=lamb would be ignored: every member takes optimizer from "
+     "config.sweep.optimizer=('sgd',), not from config.hparams. Set it there instead: "
+     """--config.sweep.optimizer="('lamb',)" (a tuple of the values to sweep)."""),
+    ('mnist1d:tiny', {'hparams': {'epochs': 1, 'learning_rate': 0.1}},  # --config.hparams='{..}'
+     "--config.sweep.learning_rate='(0.1,)'"),
+])
+def test_an_override_that_no_member_would_use_is_refused(arg, overrides, message):
+  name, _, config_arg = arg.partition(':')
+  config = importlib.import_module(f'ensembles.configs.{name}').get_config(config_arg or None)
+  with pytest.raises(ensembles.ConfigError) as error:
+    sweep_lib.check_overrides(config, overrides)
+  assert message in str(error.value)
+
+
+def test_overrides_that_members_use_pass():
+  from ensembles.configs import mnist1d, reproduction
+  overrides = {'hparams.epochs': 1, 'sweep.learning_rate': (0.1,), 'record.dtype': 'float16'}
+  sweep_lib.check_overrides(mnist1d.get_config('tiny'), overrides)
+  # Some of reproduction's variants set the learning rate, the others read config.hparams'.
+  sweep_lib.check_overrides(reproduction.get_config('tiny'), {'hparams.learning_rate': 0.1})
