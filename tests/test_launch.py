@@ -46,6 +46,56 @@ def test_launch_train_bad_input_is_one_clear_error(data_dir, tmp_path, flag, mes
   assert not os.path.exists(workdir)
 
 
+_QUICKSTART_TINY = 'ensembles/configs/quickstart.py:tiny'
+_MNIST1D_TINY = 'ensembles/configs/mnist1d.py:tiny'
+
+
+@pytest.mark.parametrize('config, flag, message', [
+    # An hparam that the sweep or every variant sets: no member would use the override.
+    (_QUICKSTART_TINY, '--config.hparams.learning_rate=-0.1',
+     'error: --config.hparams.learning_rate=-0.1 would be ignored: every member takes '
+     'learning_rate from config.variants (variants[0]: 0.05), not from config.hparams. Set it '
+     'there instead: --config.variants[0].learning_rate=-0.1.\n'),
+    (_MNIST1D_TINY, '--config.hparams.learning_rate=0.1',
+     'error: --config.hparams.learning_rate=0.1 would be ignored: every member takes '
+     'learning_rate from config.sweep.learning_rate=(0.03,), not from config.hparams. Set it '
+     "there instead: --config.sweep.learning_rate='(0.1,)' (a tuple of the values to sweep).\n"),
+    # The flags those errors name reach the members (whose validation then refuses -0.1, lamb).
+    (_QUICKSTART_TINY, '--config.variants[0].learning_rate=-0.1',
+     'hparams.learning_rate=-0.1: must be >= 0'),
+    (_MNIST1D_TINY, "--config.sweep.optimizer=('lamb',)",
+     "hparams.optimizer: unknown value 'lamb'"),
+    # A misspelt key: the nearest one.
+    (_QUICKSTART_TINY, '--config.hparams.lerning_rate=0.1',
+     'error: --config.hparams.lerning_rate=0.1: unknown config key hparams.lerning_rate; did you '
+     'mean hparams.learning_rate?\n'),
+])
+def test_launch_train_names_the_flag_that_would_work(data_dir, tmp_path, config, flag, message):
+  workdir = str(tmp_path / 'run')
+  result = _run(['ensembles.launch.train', f'--config={config}', f'--workdir={workdir}', flag],
+                data_dir, timeout=120)
+  assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert result.stderr.startswith('error: ') and message in result.stderr, result.stderr
+  assert not os.path.exists(workdir)
+
+
+def test_a_field_missing_from_the_sweep_is_added_as_the_error_says(data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  args = ['ensembles.launch.train', f'--config={_QUICKSTART_TINY}', f'--workdir={workdir}']
+  result = _run([*args, '--config.sweep.width=0'], data_dir, timeout=120)
+  assert result.returncode == 2, result.stderr[-2000:]
+  first = result.stderr.splitlines()[0]
+  assert first.startswith('error: --config.sweep.width=0: unknown config key sweep.width; '
+                          'config.sweep has: arch, augment, seed. To add a field'), first
+  suggested = first.split(' --config.sweep=', 1)[1]
+  assert suggested == (""""{'arch': ('mlp', 'cnn'), 'augment': (False, True), 'seed': (0,), """
+                       """'width': (0,)}\"""")
+  # The suggested flag (shell quotes removed) reaches the members: width 0 is then refused.
+  result = _run([*args, f'--config.sweep={suggested[1:-1]}'], data_dir, timeout=120)
+  assert result.returncode == 2 and 'hparams.width=0: must be > 0' in result.stderr, result.stderr
+  assert not os.path.exists(workdir)
+
+
 def test_launch_run_rejects_unknown_color_before_training(data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
   result = _run(['ensembles.launch.run', '--config=ensembles/configs/quickstart.py:tiny', f'--workdir={workdir}',
