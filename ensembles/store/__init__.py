@@ -9,6 +9,8 @@ Public API:
     probabilities whole (probs) or by points (block_plan, read_block -> Block, read_points)
   TrajectoryWriter(workdir, members, labels, num_classes): records checkpoints from any
     training loop (format 2); write(member, step, split, values, *, epoch, kind), close()
+  import_arrays(workdir, probs, labels, members, *, kind, steps, epochs) -> ImportSummary:
+    a store from .npy, .npz, HDF5 or Zarr arrays of any pipeline (``ensembles-import``)
   TrajectoryStore: the protocol the analysis reads (members, epochs, status, probs, labels)
   CohortWriter(directory, dtype, num_members): the trainer's cohort records and state (format 1)
   read_metadata(workdirs) -> (members, splits): a store's (or several's) manifests alone
@@ -29,6 +31,7 @@ _LAZY = {
                      'load_trajectories', 'read_record'), 'ensembles.store.reader'),
     'CohortWriter': 'ensembles.store.writer',
     'TrajectoryWriter': 'ensembles.store.trajectory_writer',
+    **dict.fromkeys(('ImportSummary', 'import_arrays'), 'ensembles.store.importing'),
 }
 
 __all__ = sorted(_LAZY)

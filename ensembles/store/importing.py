@@ -8,9 +8,10 @@
 An array is named by a path, and inside an .npz, HDF5 file or Zarr group by a key after a colon
 (``PATH[:KEY]``). Each split's predictions are one (members, T, N, C) array, or one (T, N, C)
 array per member: a path holding ``{m}`` (``runs/{m}/train.npy``, ``{m:03d}`` too) or a list of
-paths. They are read one member at a time (.npy memory-mapped, .npz streamed, HDF5 and Zarr by
-slices), so an import holds one member's (T, N, C) per split, whatever the sweep's size. A
-checkpoint whose predictions are all NaN (one the member did not record) is skipped and counted.
+paths. They are read a block of members at a time (.npy memory-mapped, .npz streamed, HDF5 and
+Zarr by slices), a block being at most ``block_bytes`` (at least one member), so an import's
+memory does not grow with the sweep. A checkpoint whose predictions are all NaN (one the member
+did not record) is skipped and counted.
 
 Everything is checked before a byte is written: the files, keys, shapes, the hyperparameter
 table, the grid of steps or epochs. The store is written into ``<workdir>.importing`` and renamed
@@ -291,12 +292,14 @@ class _Predictions:
       self.where = self._array.where
       if len(self._array.shape) != 4 or self._array.shape[0] != num_members:
         self._array.close()
-        count = (f'{self._array.shape[0]} members' if len(self._array.shape) == 4 else
-                 f'{len(self._array.shape)} axes')
-        raise StoreError(
-            f'{what}: {self.where} has shape {self._array.shape} ({count}); accepted '
-            f'(members, T, N, C) with members = {num_members}, the rows of {members_where} '
-            '(or one file per member, a path with {m}).')
+        if len(self._array.shape) != 4:
+          raise StoreError(f'{what}: {self.where} has shape {self._array.shape}; accepted '
+                           '(members, T, N, C), or one (T, N, C) file per member (a path '
+                           'with {m}).')
+        raise StoreError(f'{members_where} has {num_members} members (one per row), but '
+                         f'{self.where} has shape {self._array.shape} ({self._array.shape[0]} '
+                         f'members; {what}): one row of hyperparameters per member, in the '
+                         "arrays' member order.")
       self.shape, self.dtype = self._array.shape, self._array.dtype
       return
     self._array = None
@@ -421,11 +424,10 @@ def _grid(given: Any, what: str, num_members: int, num_times: int,
   if given is None:
     return None
   if isinstance(given, str) and _NUMBER_LIST.fullmatch(given) and not os.path.exists(given):
-    grid, where = np.asarray([float(x) for x in given.split(',')]), f'{what} list'
+    grid, where = np.asarray([float(x) for x in given.split(',')]), what
   else:
     grid, where = _load(given, what)
-    if where == 'array':
-      where = what
+    where = what if where == 'array' else f'{what} ({where})'
   grid = np.asarray(grid, np.float64)
   if grid.shape not in ((num_times,), (num_members, num_times)):
     length = f'{grid.shape[0]} values' if grid.ndim == 1 else f'shape {grid.shape}'
@@ -469,7 +471,8 @@ def _check_workdir(workdir: str) -> None:
 def import_arrays(workdir: str, probs: Mapping[str, Any], labels: Mapping[str, Any],
                   members: Any, *, kind: str, steps: Any = None, epochs: Any = None,
                   probe_indices: Mapping[str, Any] | None = None, dtype: str = 'float32',
-                  block_bytes: int = BLOCK_BYTES, progress: Callable[[int, int], None] | None = None) -> ImportSummary:
+                  block_bytes: int = BLOCK_BYTES,
+                  progress: Callable[[int, int], None] | None = None) -> ImportSummary:
   """Builds a store (format 2) from prediction arrays saved by any pipeline.
 
   Args:

@@ -198,3 +198,9 @@ def test_the_launcher_checks_landmarks_before_reading_records(fake_store, stored
     with pytest.raises(app.UsageError, match=r'--landmarks=65: more than the 64 points to map '
                        r'.*accepted: 10 to 64'):
       analyze.main(['analyze'])
+
+
+def test_a_colour_key_that_is_no_file_name_is_made_one():
+  from ensembles.analysis import report
+  assert report.embedding_file_name(3, 'optimizer/lr rate', 'html') == \
+      'embedding_3d_by_optimizer_lr_rate.html'
