@@ -94,7 +94,7 @@ def test_launch_script_maps_a_partial_store_and_prints_what_it_chose(fake_store,
     analyze.FLAGS(['analyze', f'--workdir={workdir}', '--max_points=30', '--landmarks=20'])
     analyze.main(['analyze'])
   out = capsys.readouterr().out
-  assert 'The store is partial: 1 (cohort, recording time) records are missing' in out
+  assert 'The store is partial: 1 records are missing' in out
   assert 'Map: 62 points on 20 landmarks (--landmarks).' in out
   assert 'Placed 62 of 62 points (100.0%)' in out and 'Left out 2 points: not recorded.' in out
   assert 'ES_1=' in out and 'ES_5=' in out
