@@ -39,8 +39,8 @@ _OUTDIR = flags.DEFINE_string('outdir', None, 'Where the analysis goes (default:
                               'WORKDIR/analysis; required with several stores).')
 _SPLIT = flags.DEFINE_string('split', 'train', 'Probe split to analyse (one of the store\'s).')
 _COLOR_BY = flags.DEFINE_string(
-    'color_by', None, 'Hparams key that colours trajectories (default: store with several '
-    'stores, else arch if every member has one, else the first key that varies).')
+    'color_by', None, 'Hparams key that colours trajectories (default: the first that varies '
+    'among store, arch and the others, alphabetically).')
 _MAX_POINTS = flags.DEFINE_integer('max_points', analysis.summary.DEFAULT_MAX_POINTS,
                                    'Most checkpoints of the comparison embedding.', lower_bound=2)
 _LANDMARKS = flags.DEFINE_integer(
@@ -111,10 +111,8 @@ def color_key(members: list[dict], asked: str | None, where: str) -> str:
     return asked
   shared = [k for k in keys if all(k in hp for hp in members)]
   varying = [k for k in shared if len({repr(hp[k]) for hp in members}) > 1]
-  for key in (store.STORE_KEY, 'arch'):
-    if key in shared:
-      return key
-  return (varying or shared or keys)[0]
+  preferred = [k for k in (store.STORE_KEY, 'arch') if k in varying]
+  return (preferred or varying or shared or keys)[0]
 
 
 def main(argv):

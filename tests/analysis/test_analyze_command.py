@@ -67,3 +67,14 @@ def test_analyze_checks_stores_and_flags_before_reading(fake_store, stored, tmp_
   relabelled = _written(str(tmp_path / 'other'), other, {'train': 'train'})
   done = _analyze(f'--workdir={written},{relabelled}', f'--outdir={tmp_path}/j')
   assert done.returncode == 2 and 'their probes are not the same samples' in done.stderr
+
+
+def test_the_default_colouring_is_a_key_that_varies():
+  from ensembles.launch import analyze  # pylint: disable=import-outside-toplevel
+  same_arch = [dict(arch='mlp', width=32, seed=0), dict(arch='mlp', width=128, seed=0)]
+  assert analyze.color_key(same_arch, None, 'x') == 'width'
+  assert analyze.color_key([dict(hp, arch=a) for hp, a in zip(same_arch, 'ab')], None,
+                           'x') == 'arch'
+  joint = [dict(hp, store=s) for hp, s in zip(same_arch, ('a', 'b'))]
+  assert analyze.color_key(joint, None, 'x') == 'store'
+  assert analyze.color_key(same_arch, 'seed', 'x') == 'seed'  # Asked: used even if constant.
