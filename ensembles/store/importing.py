@@ -157,7 +157,18 @@ def _one_of(names: list[str], key: str | None, where: str, what: str, kind: str)
 
 def _open_npz(path: str, key: str | None, what: str) -> _Array:
   """An array of an .npz, streamed: rows in order, each read once (a zip entry is a stream)."""
-  archive = zipfile.ZipFile(path)
+  try:
+    archive = zipfile.ZipFile(path)
+  except zipfile.BadZipFile as e:
+    raise StoreError(f'{what}: {path}: not an .npz (a zip of .npy files): {e}.') from None
+  try:
+    return _npz_array(archive, path, key, what)
+  except StoreError:
+    archive.close()
+    raise
+
+
+def _npz_array(archive: zipfile.ZipFile, path: str, key: str | None, what: str) -> _Array:
   names = [n[:-len('.npy')] for n in archive.namelist() if n.endswith('.npy')]
   key = _one_of(names, None if key is None else key.removesuffix('.npy'), path, what, 'array')
   stream = archive.open(f'{key}.npy')
@@ -196,13 +207,20 @@ def _open_hdf5(path: str, key: str | None, what: str) -> _Array:
   except ImportError:
     raise StoreError(f"{what}: {path} is HDF5, which needs h5py: pip install "
                      "'ensembles[hdf5]'.") from None
-  f = h5py.File(path, 'r')
+  try:
+    f = h5py.File(path, 'r')
+  except OSError as e:
+    raise StoreError(f'{what}: {path}: not an HDF5 file h5py opens ({e}).') from None
   names = []
   f.visititems(lambda name, node: names.append('/' + name)
                if isinstance(node, h5py.Dataset) else None)
   if key is not None and not key.startswith('/'):
     key = '/' + key
-  dataset = f[_one_of(names, key, path, what, 'dataset')]
+  try:
+    dataset = f[_one_of(names, key, path, what, 'dataset')]
+  except StoreError:
+    f.close()
+    raise
   return _Array(f'{path}:{dataset.name}', dataset.shape, dataset.dtype,
                 lambda i: dataset[()] if i is None else dataset[i], f.close)
 
@@ -221,7 +239,14 @@ def _zarr_node(directory: str) -> str | None:
 def _open_zarr(path: str, key: str | None, what: str) -> _Array:
   root = os.path.join(path, key.strip('/')) if key else path
   if _zarr_node(root) is None:
-    names = [os.path.relpath(d, path) for d, _, _ in os.walk(path) if _zarr_node(d)]
+    names = []
+    for directory, subdirectories, _ in os.walk(path):
+      if _zarr_node(directory):
+        names.append(os.path.relpath(directory, path))
+        subdirectories.clear()  # Chunks, not arrays.
+    if not names:
+      raise StoreError(f'{what}: {path} is a directory holding no Zarr array (.zarray or '
+                       f'zarr.json); accepted {ACCEPTED}.')
     root = os.path.join(path, _one_of(names, key, path, what, 'Zarr array'))
   where = f'{path}:{os.path.relpath(root, path)}' if root != path else path
   try:
@@ -316,7 +341,11 @@ class _Predictions:
         raise StoreError(f'{what}: {template!r}: a path with {{m}} (or {{m:03d}}) for the '
                          f'member, and no other braces ({e!r}).') from None
       extra = self._specs.pop()
-      if _parse_spec(extra) is not None:
+      try:  # Member ``num_members`` must not exist: the table would be short of a row.
+        _open(extra, what).close()
+      except StoreError:
+        pass
+      else:
         raise StoreError(f'{what}: {extra} exists, but {members_where} has {num_members} '
                          f'members (0..{num_members - 1}): one row per member file.')
     shapes = []

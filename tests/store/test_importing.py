@@ -99,9 +99,6 @@ def test_log_probs_one_file_per_member_and_nan_checkpoints(tmp_path):
   for m in range(E):
     os.makedirs(tmp_path / 'runs' / str(m))
     np.save(tmp_path / 'runs' / str(m) / 'train.npy', log_train[m])
-  test_files = []
-  for m in range(E):  # A list of paths, HDF5 datasets of one file.
-    test_files.append(f'{tmp_path}/test.h5:/member{m}')
   import h5py  # pylint: disable=import-outside-toplevel
   with h5py.File(tmp_path / 'test.h5', 'w') as f:
     for m in range(E):
@@ -109,7 +106,9 @@ def test_log_probs_one_file_per_member_and_nan_checkpoints(tmp_path):
   (tmp_path / 'hp.json').write_text(json.dumps(MEMBERS))
   done = []
   summary = importing.import_arrays(
-      str(tmp_path / 'store'), {'train': f'{tmp_path}/runs/{{m}}/train.npy', 'test': test_files},
+      str(tmp_path / 'store'),
+      {'train': [f'{tmp_path}/runs/{m}/train.npy' for m in range(E)],  # A list of files ...
+       'test': f'{tmp_path}/test.h5:/member{{m}}'},  # ... or a template (here of HDF5 keys).
       labels, str(tmp_path / 'hp.json'), kind='log_probs', steps=[0, 100, 200, 300],
       block_bytes=1, progress=lambda *a: done.append(a))
   assert done == [(1, E), (2, E), (3, E)]  # One member at a time.
