@@ -33,6 +33,8 @@ KINDS = ('probs', 'log_probs', 'logits')
 # Largest |sum - 1| of a row of probabilities (or of exp(log-probabilities)) accepted: float16
 # rounding of 10-100 classes stays well inside, a forgotten softmax or a wrong axis does not.
 SUM_TOLERANCE = 1e-3
+# Rows an array first gets room for (it doubles when full); unwritten rows cost nothing.
+MIN_ROWS = 16
 
 
 def _digest_probes(inputs: Any) -> str:
@@ -366,9 +368,11 @@ class TrajectoryWriter:
       create = None if layout.array_exists(self.workdir, m, split) else (
           len(self._labels[split]), self._num_classes, self._dtype.name)
       state.arrays[split] = ts.open(layout.array_spec(self.workdir, m, split, create)).result()
-    if state.arrays[split].shape[0] < rows:
+    capacity = state.arrays[split].shape[0]
+    if capacity < rows:  # Doubled: rewriting the array's metadata at every checkpoint is slow.
       state.arrays[split] = state.arrays[split].resize(
-          exclusive_max=[rows, None, None], expand_only=True).result()
+          exclusive_max=[max(rows, 2 * capacity, MIN_ROWS), None, None],
+          expand_only=True).result()
     return state.arrays[split]
 
   def close(self) -> None:
