@@ -336,7 +336,7 @@ def embed_trajectories(traj: TrajectoryStore, k: int = DEFAULT_COMPONENTS,
     k: components kept (at most L).
     landmarks: L, the points the InPCA is fitted on. None: every point up to
       LANDMARK_THRESHOLD points (a full InPCA), DEFAULT_LANDMARKS above.
-    split: probe split, 'train' or 'test'.
+    split: probe split, one of the store's ('train' or 'test' for the trainer's).
     outdir: if given, where the map is written as it is made (see the module docstring); a
       rerun resumes it.
     overwrite: replace a map in ``outdir`` made with other settings (else an error).

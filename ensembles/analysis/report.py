@@ -268,7 +268,7 @@ def analyze_trajectories(traj: TrajectoryStore, outdir: str, split: str = 'train
     traj: the trajectories store (``ensembles.load_trajectories``, with ``allow_partial=True``
       for one still being written) or an object like it.
     outdir: output directory (created).
-    split: probe split, 'train' or 'test'.
+    split: probe split, one of the store's ('train' or 'test' for the trainer's).
     color_by: hparams key whose value colours the trajectories.
     max_points: most checkpoints ``summarize`` embeds (see DEFAULT_MAX_POINTS).
     num_components: InPCA components kept.

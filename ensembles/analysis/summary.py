@@ -185,7 +185,7 @@ def summarize(traj: TrajectoryStore, split: str = 'train', max_points: int = DEF
 
   Args:
     traj: the trajectories store (``ensembles.load_trajectories``) or an object like it.
-    split: probe split, 'train' or 'test'.
+    split: probe split, one of the store's ('train' or 'test' for the trainer's).
     max_points: most checkpoints embedded (see DEFAULT_MAX_POINTS).
     num_components: InPCA components kept.
     grid_size: progress values for the equal-progress comparisons.
