@@ -309,8 +309,9 @@ def _store_state(traj, recorded_ExT: np.ndarray) -> str:
 
 def _probes(traj, split: str) -> str:
   """A digest of the probe set: its labels, and its indices in the dataset where known."""
-  indices = traj.probe_indices(split) if hasattr(traj, 'probe_indices') else []
-  return _digest(np.asarray(traj.labels(split), np.int64), np.asarray(indices, np.int64))
+  indices = traj.probe_indices(split) if hasattr(traj, 'probe_indices') else None
+  return _digest(np.asarray(traj.labels(split), np.int64),
+                 np.asarray([] if indices is None else indices, np.int64))
 
 
 def block_size(num_landmarks: int) -> int:

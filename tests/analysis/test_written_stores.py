@@ -10,10 +10,10 @@ from ensembles.analysis import distances
 K = 4
 
 
-def _write_copy(fake, workdir, splits=('train', 'test'), **kwargs):
+def _write_copy(fake, workdir, splits=('train', 'test'), indices=True, **kwargs):
   """The fake's arrays recorded through TrajectoryWriter, member by member, with epochs."""
   labels = {s: np.asarray(fake.labels(s)) for s in splits}
-  indices = {s: np.arange(len(labels[s])) for s in splits}
+  indices = {s: np.arange(len(labels[s])) for s in splits} if indices else None
   with store.TrajectoryWriter(workdir, fake.members, labels, fake.probs().shape[-1],
                               probe_indices=indices, **kwargs) as writer:
     for m in range(len(fake.members)):
@@ -33,6 +33,14 @@ def test_a_written_store_maps_like_its_arrays(fake_store, tmp_path):
   signs_K = np.sign((from_store.coords * direct.coords).sum(axis=0))
   np.testing.assert_allclose(from_store.coords * signs_K, direct.coords, atol=2e-5)
   np.testing.assert_allclose(from_store.explained_stress, direct.explained_stress, atol=1e-6)
+
+
+def test_a_store_without_probe_indices_maps_into_an_outdir(fake_store, tmp_path):
+  written = store.load_trajectories(_write_copy(fake_store(num_times=3), str(tmp_path / 's'),
+                                                indices=False))
+  assert written.probe_indices('train') is None
+  embedding = analysis.embed_trajectories(written, k=2, outdir=str(tmp_path / 'map'))
+  assert np.isfinite(embedding.coords).all()
 
 
 def test_a_trainer_store_and_its_written_copy_map_jointly_twin_on_twin(fake_store, stored,
