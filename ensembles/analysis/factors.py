@@ -33,6 +33,8 @@ FACTORS: dict[str, tuple[str, ...]] = {
     'weight_decay': ('weight_decay',),
     'augment': ('augment',),
     'init': ('init', 'init_epochs', 'init_subset', 'init_scale'),
+    # Stores mapped jointly (store.STORE_KEY): another framework, loop or machine.
+    'store': ('store',),
 }
 SEED_KEY = 'seed'
 SEED_ONLY = 'seed'     # pairs that differ in the seed only

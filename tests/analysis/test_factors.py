@@ -128,3 +128,10 @@ def test_architecture_dominates_on_synthetic_trajectories(fake_store):
   assert seed.num_pairs == 4 * 3
   assert table.rows[0].factor in ('arch', 'several')
   assert factors.SEED_ONLY == 'seed'
+
+
+def test_stores_mapped_jointly_are_a_factor_of_their_own():
+  a, b = dict(arch='mlp', seed=0, store='jax'), dict(arch='mlp', seed=0, store='torch')
+  assert factors.pair_factor(a, b) == 'store'
+  assert factors.pair_factor(a, dict(b, seed=1)) == 'store'
+  assert factors.pair_factor(a, dict(b, arch='cnn')) == factors.SEVERAL
