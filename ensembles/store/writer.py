@@ -5,7 +5,9 @@ Each cohort writes under ``cohort_dir(workdir, index)``:
 * ``records/<t>/`` — one Orbax checkpoint per recording time index ``t``: the members'
   eval-mode probabilities on both probe sets and their metrics (``RECORD_KEYS``);
 * ``state/<step>/`` — the latest resumable state (any pytree), under its training step,
-  committed only after every record before it.
+  committed only after every record before it. An older state is deleted only once a newer
+  one is committed: a run killed while saving (a second Ctrl-C, SIGKILL) leaves the last
+  committed state, never none.
 
 Orbax commits each step directory atomically (written under a temporary name, then renamed),
 so a reader never sees a half-written step. The writer knows nothing of the trainer: it takes
@@ -43,11 +45,12 @@ class CohortWriter:
         os.path.join(directory, 'records'), item_names=(RECORD_ITEM,),
         options=ocp.CheckpointManagerOptions(
             cleanup_tmp_directories=True, multiprocessing_options=barriers('records')))
+    # Not Orbax's max_to_keep, which deletes older states from its own thread on rules of its
+    # own: this writer deletes them itself, once a newer one is committed on disk.
     self._state = ocp.CheckpointManager(
         os.path.join(directory, 'state'), item_names=(STATE_ITEM,),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, cleanup_tmp_directories=True,
-            multiprocessing_options=barriers('state')))
+            cleanup_tmp_directories=True, multiprocessing_options=barriers('state')))
 
   def recorded(self) -> set[int]:
     return set(self._records.all_steps())
@@ -86,8 +89,17 @@ class CohortWriter:
     commits would otherwise lose that record for good).
     """
     self._records.wait_until_finished()
+    self._keep_latest_state()
     self._state.save(step, args=ocp.args.Composite(
         **{STATE_ITEM: ocp.args.StandardSave(state)}))
+
+  def _keep_latest_state(self) -> None:
+    """Waits for the pending state write, then deletes every state but the latest committed
+    one (read from disk: a write that failed left none)."""
+    self._state.wait_until_finished()
+    self._state.reload()
+    for step in sorted(self._state.all_steps())[:-1]:
+      self._state.delete(step)
 
   def restore_state(self, key: int, target: Any) -> Any:
     """Restores the state saved under ``key`` onto ``target`` (a pytree of arrays or
@@ -97,7 +109,8 @@ class CohortWriter:
     return restored[STATE_ITEM]
 
   def close(self) -> None:
-    """Waits for pending writes and closes the managers."""
+    """Waits for pending writes, keeps the latest state alone, and closes the managers."""
+    self._records.wait_until_finished()
+    self._keep_latest_state()
     for manager in (self._records, self._state):
-      manager.wait_until_finished()
       manager.close()

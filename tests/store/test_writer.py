@@ -85,3 +85,51 @@ def test_a_state_on_disk_implies_its_records_are(tmp_path):
       uncommitted.append(t)
   writer.close()
   assert uncommitted == []
+
+
+def _state_dirs(directory) -> list[str]:
+  return sorted(os.listdir(os.path.join(directory, 'state')))
+
+
+def test_a_state_is_deleted_only_once_a_newer_one_is_committed(tmp_path, monkeypatch):
+  """A save that fails (a full disk, a process ended inside it) leaves the state before it:
+  a rerun resumes there."""
+  import orbax.checkpoint as ocp
+
+  directory = str(tmp_path / 'cohort')
+  state = dict(w=np.arange(3, dtype=np.float32))
+  writer = store.CohortWriter(directory, 'float32', num_members=2)
+  writer.write_state(1, state)
+  writer.close()
+
+  async def fail(*args, **kwargs):
+    raise OSError('no space left on device')
+
+  writer = store.CohortWriter(directory, 'float32', num_members=2)
+  with monkeypatch.context() as patch:  # The array writes fail, in Orbax's own thread.
+    patch.setattr(ocp.type_handlers.NumpyHandler, 'serialize', fail)
+    with pytest.raises(OSError, match='no space'):
+      writer.write_state(2, state)
+      writer.close()
+  committed = [d for d in _state_dirs(directory) if d.isdigit()]
+  assert committed == ['1'], _state_dirs(directory)
+  writer = store.CohortWriter(directory, 'float32', num_members=2)  # The rerun's.
+  assert writer.latest_state_step() == 1
+  writer.write_state(3, state)
+  writer.close()
+  assert _state_dirs(directory) == ['3']
+
+
+def test_states_left_by_a_kill_between_commit_and_deletion_go_at_the_next_write(tmp_path):
+  import shutil
+
+  directory = str(tmp_path / 'cohort')
+  state = dict(w=np.arange(3, dtype=np.float32))
+  writer = store.CohortWriter(directory, 'float32', num_members=2)
+  writer.write_state(5, state)
+  writer.close()
+  shutil.copytree(os.path.join(directory, 'state', '5'), os.path.join(directory, 'state', '4'))
+  writer = store.CohortWriter(directory, 'float32', num_members=2)
+  assert writer.latest_state_step() == 5
+  writer.close()
+  assert _state_dirs(directory) == ['5']
