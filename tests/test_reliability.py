@@ -116,9 +116,9 @@ def test_training_holds_its_workdir_until_it_returns(small_config, tmp_path, mon
   seen = []
   train_cohort = loop.train_cohort
 
-  def checking(*args):
+  def checking(*args, **kwargs):
     seen.append(is_locked(workdir))
-    return train_cohort(*args)
+    return train_cohort(*args, **kwargs)
 
   monkeypatch.setattr(loop, 'train_cohort', checking)
   ensembles.train_and_record(small_config(arch=('mlp', 'cnn')), workdir)
@@ -248,3 +248,93 @@ def test_sigterm_saves_the_state_stops_and_the_rerun_resumes_bit_identically(dat
   a, b = ensembles.load_trajectories(reference), ensembles.load_trajectories(stopped)
   np.testing.assert_array_equal(a.steps, b.steps)
   np.testing.assert_array_equal(a.probs(), b.probs())
+
+
+_CTRL_C_CONFIG = '''
+from ensembles.configs import common as config_common
+
+def get_config(arg=None):
+  config = config_common.default_config()
+  config.data.data_dir = {data_dir!r}
+  # Wide layers: a state of ~35 MB, whose save lasts long enough to be interrupted.
+  config.hparams.update(dict(width=1024, depth=3, epochs=8, batch_size=64))
+  config.sweep.seed = (0, 1)
+  config.record.train_probe_size = 200
+  config.record.test_probe_size = 100
+  config.train.checkpoint_every_seconds = 1e9  # No state but those a stop asks for.
+  return config
+'''
+
+
+def _states(workdir):
+  """(committed state steps, unfinished state directories) of cohort 0."""
+  entries = os.listdir(os.path.join(store.cohort_dir(workdir, 0), 'state'))
+  return sorted(int(d) for d in entries if d.isdigit()), [d for d in entries if 'tmp' in d]
+
+
+def _start_and_wait_for_record(command, env, workdir, index):
+  process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  record = os.path.join(store.cohort_dir(workdir, 0), 'records', str(index))
+  deadline = time.monotonic() + 300
+  while not os.path.isdir(record) and process.poll() is None:
+    assert time.monotonic() < deadline, f'no record {index} after 300 s'
+    time.sleep(0.02)
+  assert process.poll() is None, process.communicate()
+  return process
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_in_one_line_a_second_one_at_once_and_no_state_is_ever_lost(data_dir,
+                                                                                  tmp_path):
+  """A Ctrl-C saves the state, says where it stopped in one line and exits 130; a second Ctrl-C
+  during the next stop's save ends the process at once, leaving that save unfinished and the
+  state before it in place; the rerun resumes from it, bit-identical to an uninterrupted run."""
+  config_path = tmp_path / 'ctrl_c_config.py'
+  config_path.write_text(_CTRL_C_CONFIG.format(data_dir=data_dir))
+  workdir, env = str(tmp_path / 'stopped'), _env(data_dir)
+  command = _command(config_path, workdir)
+  # One Ctrl-C while training, after the recording at epoch 3.
+  process = _start_and_wait_for_record(command, env, workdir, 9)
+  sent = time.monotonic()
+  process.send_signal(signal.SIGINT)
+  out, err = process.communicate(timeout=300)
+  latency = time.monotonic() - sent
+  assert process.returncode == 130, err[-3000:]
+  assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err[-3000:]
+  (saved,), unfinished = _states(workdir)
+  assert not unfinished
+  lines = out.splitlines()
+  assert lines[-2].startswith('Ctrl-C (SIGINT): stopping at the next safe point'), out
+  assert lines[-1] == (f'stopped on Ctrl-C (SIGINT) at step {saved} of {8 * 22} in cohort 0 '
+                       '(digits/mlp(w=1024,d=3)/sgd/bs=64/8ep), its state saved: rerun the '
+                       'same command to resume.'), out
+  assert latency < 60, f'the stop took {latency:.0f} s'
+  # The rerun resumes; a Ctrl-C, and another while the state it asked for is being saved.
+  process = _start_and_wait_for_record(command, env, workdir, 11)
+  process.send_signal(signal.SIGINT)
+  deadline = time.monotonic() + 120
+  while not _states(workdir)[1]:
+    assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+    time.sleep(0.002)
+  process.send_signal(signal.SIGINT)
+  out, err = process.communicate(timeout=60)
+  assert process.returncode == 130, err[-3000:]
+  assert f'resuming at step {saved}' in out
+  assert out.splitlines()[-1] == ('stopped at once on a second Ctrl-C (SIGINT): rerun the same '
+                                  'command to resume from the last saved state.'), out
+  committed, unfinished = _states(workdir)
+  assert committed == [saved] and unfinished, (committed, unfinished)  # Stopped mid-save.
+  # The rerun clears the unfinished save and resumes from the state before it.
+  done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f'resuming at step {saved}' in done.stdout
+  assert _states(workdir) == ([8 * 22], [])
+  reference = str(tmp_path / 'reference')
+  config = __import__('runpy').run_path(str(config_path))['get_config']()
+  ensembles.train_and_record(config, reference)
+  a, b = ensembles.load_trajectories(reference), ensembles.load_trajectories(workdir)
+  np.testing.assert_array_equal(a.steps, b.steps)
+  np.testing.assert_array_equal(a.probs(), b.probs())
+  for x, y in zip(_state_arrays(reference, 0), _state_arrays(workdir, 0)):
+    np.testing.assert_array_equal(x, y)

@@ -29,7 +29,7 @@ from ensembles.training import recording
 from ensembles.training import sweep as sweep_lib
 from ensembles.training import workdir as workdir_lib
 from ensembles.training.config import ExperimentConfig, read_config
-from ensembles.training.periodic import StopOnSignal
+from ensembles.training.periodic import StopOnSignal, signal_name
 from ensembles.training.program import CohortProgram, CompiledCohort
 from ensembles.training.sweep import ConfigError
 
@@ -53,8 +53,9 @@ class TrainSummary:
               f'{"train acc":>9} {"test acc":>8} {"diverged":>8}')
     rows = [header, '-' * len(header)]
     for c in self.cohorts:
-      rows.append(f'{c.index:>3} {c.description:<40} {c.members:>7} '
-                  f'{c.compile_seconds + c.train_seconds:>7.1f} {c.model_steps_per_second:>9.0f} '
+      timing = (f'{"done earlier":>17}' if c.done_earlier else
+                f'{c.compile_seconds + c.train_seconds:>7.1f} {c.model_steps_per_second:>9.0f}')
+      rows.append(f'{c.index:>3} {c.description:<40} {c.members:>7} {timing} '
                   f'{c.train_accuracy:>9.3f} {c.test_accuracy:>8.3f} {c.diverged:>8}')
     rows.append(f'{self.num_members} members in {len(self.cohorts)} cohorts, '
                 f'{self.wall_seconds:.1f} s; trajectories in {self.workdir}')
@@ -102,6 +103,11 @@ class Plan:
                 for split in ('train', 'test') for kind in ('indices', 'labels')},
     )
 
+  def cohort_name(self, c: int) -> str:
+    """How every message names cohort ``c``: its index, as in the store (``cohorts/001``
+    for 1), and its description."""
+    return f'cohort {self.cohorts[c].index} ({self.cohorts[c].describe()})'
+
   def compile_cohort(self, c: int, mesh: jax.sharding.Mesh,
                      fresh: bool = True) -> tuple[CompiledCohort, placement.Placed]:
     """Places cohort ``c``'s hparams, dataset and probes on ``mesh`` and compiles its program
@@ -117,7 +123,7 @@ class Plan:
                                     self.probes['test']['indices'])
     _, compiled = placement.compile_cohort(
         self.programs[c], placed, mesh, fit_memory=not self.train.member_block_set,
-        fresh=fresh, where=f'cohort {c} ({cohort.describe()})')
+        fresh=fresh, where=self.cohort_name(c))
     return compiled, placed
 
 
@@ -174,7 +180,8 @@ def _use_compilation_cache(directory: str | None) -> None:
 
 
 def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
-                     overwrite: bool = False) -> TrainSummary:
+                     overwrite: bool = False,
+                     exit_on_second_signal: bool = False) -> TrainSummary:
   """Trains every member of a sweep in lockstep cohorts and records trajectories.
 
   Args:
@@ -183,14 +190,19 @@ def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
       training resumes; if it holds another, an error (unless ``overwrite``).
     overwrite: delete whatever ``workdir`` holds first (not while another run trains
       into it: a workdir is held by one run at a time).
+    exit_on_second_signal: a second SIGTERM or Ctrl-C ends the process at once, even inside
+      a compiled call (the commands: the process is only this run); False (a notebook, whose
+      kernel should survive): the second signal goes to its usual handler at the end of the
+      current training call (a ``KeyboardInterrupt`` for a Ctrl-C). Either way the store
+      stays one that a rerun resumes from its last saved state.
 
   Returns:
     A ``TrainSummary``; ``print(summary)`` shows the per-cohort table.
 
   Raises:
     ConfigError: bad input, before anything is compiled or written (see ``plan``).
-    Stopped: SIGTERM arrived; the state was saved at the end of the current training call
-      (whole epochs) or the next recording.
+    Stopped: SIGTERM or SIGINT (Ctrl-C) arrived; the state was saved at the end of the
+      current training call (``periodic.CHUNK_SECONDS``, mid-epoch included) or recording.
 
   Example:
     >>> summary = train_and_record(quickstart.get_config('tiny'), '/tmp/run')
@@ -200,12 +212,20 @@ def train_and_record(config: ml_collections.ConfigDict, workdir: str, *,
   plan_ = plan(config)
   _use_compilation_cache(plan_.train.compilation_cache_dir)
   workdir = os.path.abspath(workdir)
-  with workdir_lib.hold(workdir), StopOnSignal() as stop:
+  stop = StopOnSignal(exit_at_once=exit_on_second_signal, say=multihost.say)
+  with workdir_lib.hold(workdir), stop:
     workdir_lib.prepare(workdir, plan_.manifest(), overwrite)
-    multihost.say(f'{len(plan_.members)} members in {len(plan_.cohorts)} cohorts, '
+    count = len(plan_.cohorts)
+    cohorts = '1 cohort (0)' if count == 1 else f'{count} cohorts (0 to {count - 1})'
+    multihost.say(f'{len(plan_.members)} members in {cohorts}, '
                   f'{len(plan_.epochs_grid)} recording times, workdir {workdir}')
     mesh = devices.member_mesh()
-    summaries = tuple(loop.train_cohort(plan_, c, workdir, mesh, stop.asked)
-                      for c in range(len(plan_.cohorts)))
-  return TrainSummary(workdir=workdir, cohorts=summaries,
+    pace, summaries = loop.RunPace(), []
+    for c in range(count):
+      if c and multihost.agree(stop.asked(), False, 0)[0]:
+        raise loop.Stopped(f'stopped on {signal_name(stop.signum)} before '
+                           f'{plan_.cohort_name(c)}, the cohorts before it done: rerun the '
+                           'same command to resume.', stop.signum)
+      summaries.append(loop.train_cohort(plan_, c, workdir, mesh, stop, pace=pace))
+  return TrainSummary(workdir=workdir, cohorts=tuple(summaries),
                       wall_seconds=time.perf_counter() - started)

@@ -2,10 +2,15 @@
 
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from ensembles.training import periodic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class FakeClock:
@@ -41,56 +46,117 @@ def test_every_zero_seconds_is_always_due():
   assert every.due()
 
 
-def test_pacer_spans_whole_epochs_that_take_at_least_min_seconds():
-  clock = FakeClock()
-  pacer = periodic.Pacer(steps_per_epoch=50, min_seconds=2.0, clock=clock)
-  assert pacer.epochs == 1 and pacer.chunk_steps == 50  # Untimed: one epoch per call.
-  pacer.start(200)
-  clock.now += 1.0  # 200 steps in 1 s: an epoch takes 0.25 s, 8 of them take 2 s.
-  assert pacer.finish() == 8 and pacer.chunk_steps == 400
-  pacer.start(100)
-  clock.now += 10.0  # An epoch takes 5 s now: one per call.
-  assert pacer.finish() == 1
+def test_pacer_starts_at_one_step_and_grows_at_most_eightfold_to_its_seconds():
+  pacer = periodic.Pacer(seconds=2.0)
+  assert pacer.steps == 1
+  # Each step takes 1 ms: 2,000 steps take 2 s, reached through 8, 64 and 512 steps.
+  lengths = []
+  for _ in range(5):
+    lengths.append(pacer.timed(pacer.steps, pacer.steps * 1e-3))
+  assert lengths == [8, 64, 512, 2000, 2000]
 
 
-def test_pacer_keeps_its_pace_over_an_interval_without_steps():
-  clock = FakeClock()
-  pacer = periodic.Pacer(steps_per_epoch=10, min_seconds=2.0, clock=clock)
-  pacer.start(100)
-  clock.now += 0.5
-  assert pacer.finish() == 40
-  pacer.start(0)  # Step 0's recording: nothing trained, nothing timed.
-  clock.now += 30.0
-  assert pacer.finish() == 40
+def test_pacer_shrinks_at_once_when_the_pace_slows():
+  pacer = periodic.Pacer(seconds=2.0)
+  pacer.steps = 2000
+  assert pacer.timed(2000, 20.0) == 200  # Ten times slower: a tenth of the steps.
+  assert pacer.timed(200, 400.0) == 1  # Slower than a step per 2 s: one step, never zero.
 
 
-def test_pacer_reads_min_chunk_seconds_when_made(monkeypatch):
-  monkeypatch.setattr(periodic, 'MIN_CHUNK_SECONDS', 0.0)
-  clock = FakeClock()
-  pacer = periodic.Pacer(steps_per_epoch=10, clock=clock)
-  pacer.start(10)
-  clock.now += 1e-6
-  assert pacer.finish() == 1
+def test_pacer_ignores_a_short_call_cut_at_a_recording_but_not_a_slow_one():
+  pacer = periodic.Pacer(seconds=2.0)
+  pacer.steps = 2000
+  assert pacer.timed(3, 0.05) == 2000  # Fixed costs dominate 3 steps: not timed.
+  assert pacer.timed(0, 0.0) == 2000
+  assert pacer.timed(100, 4.0) == 50  # Cut short, yet slow: timed.
 
 
-@pytest.mark.parametrize('position, target, chunk, ends', [
-    (5, 50, 22, [22, 44, 50]),
-    (0, 44, 22, [22, 44]),
-    (22, 23, 22, [23]),
-    (7, 7, 22, []),
-    (0, 10, 100, [10]),
+def test_pacer_reads_chunk_seconds_when_made(monkeypatch):
+  monkeypatch.setattr(periodic, 'CHUNK_SECONDS', 0.5)
+  pacer = periodic.Pacer()
+  pacer.steps = 100
+  assert pacer.timed(100, 1.0) == 50
+
+
+@pytest.mark.parametrize('signum, name, status', [
+    (signal.SIGINT, 'Ctrl-C (SIGINT)', 130),
+    (signal.SIGTERM, 'SIGTERM', 143),
+    (None, 'a stop signal to another process', 143),
 ])
-def test_chunk_ends_stop_at_chunk_multiples_and_the_target(position, target, chunk, ends):
-  assert periodic.chunk_ends(position, target, chunk) == ends
+def test_signal_names_and_exit_status_are_the_shells(signum, name, status):
+  assert periodic.signal_name(signum) == name
+  assert periodic.exit_status(signum) == status
 
 
-def test_stop_on_signal_asks_once_and_restores_the_handler():
-  previous = signal.getsignal(signal.SIGTERM)
-  with periodic.StopOnSignal() as stop:
-    assert not stop.asked()
-    os.kill(os.getpid(), signal.SIGTERM)  # Handled in this (the main) thread: no death.
-    assert stop.asked()
-  assert signal.getsignal(signal.SIGTERM) == previous
+def _wakeup_fd() -> int:
+  fd = signal.set_wakeup_fd(-1)
+  signal.set_wakeup_fd(fd)
+  return fd
+
+
+def _wait_for(condition, seconds: float = 10.0) -> bool:
+  deadline = time.monotonic() + seconds
+  while not condition() and time.monotonic() < deadline:
+    time.sleep(0.01)
+  return condition()
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_stop_on_signal_asks_once_says_so_and_restores_the_handlers(signum):
+  previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+  previous_fd = _wakeup_fd()
+  said = []
+  with periodic.StopOnSignal(say=said.append) as stop:
+    assert not stop.asked() and stop.signum is None
+    os.kill(os.getpid(), signum)  # Handled in this (the main) thread: no death.
+    assert stop.asked() and stop.signum == signum
+    assert _wait_for(lambda: said), 'the watching thread said nothing'
+  assert len(said) == 1 and said[0].startswith(f'{periodic.signal_name(signum)}: stopping at '
+                                               'the next safe point'), said
+  assert {s: signal.getsignal(s) for s in previous} == previous
+  assert _wakeup_fd() == previous_fd
+
+
+def test_a_second_ctrl_c_goes_to_its_usual_handler_without_exit_at_once():
+  """In a notebook the kernel survives: the second Ctrl-C is a KeyboardInterrupt."""
+  said = []
+  with pytest.raises(KeyboardInterrupt):
+    with periodic.StopOnSignal(say=said.append) as stop:
+      os.kill(os.getpid(), signal.SIGTERM)
+      assert stop.asked()
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(1.0)  # The KeyboardInterrupt comes before this ends.
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+_BLOCKED_CHILD = """
+import os, sys
+from ensembles.training import periodic
+reader, _ = os.pipe()
+with periodic.StopOnSignal(exit_at_once=True):
+  print('ready', flush=True)
+  os.read(reader, 1)  # The main thread waits inside a call that never returns.
+print('the main thread went on', flush=True)
+"""
+
+
+def test_a_second_signal_with_exit_at_once_ends_the_process_whatever_the_main_thread_does():
+  child = subprocess.Popen([sys.executable, '-c', _BLOCKED_CHILD], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                           env=dict(os.environ, PYTHONPATH=ROOT))
+  try:
+    assert child.stdout.readline() == 'ready\n', child.stderr.read()
+    child.send_signal(signal.SIGTERM)
+    assert child.stdout.readline().startswith('SIGTERM: stopping at the next safe point')
+    assert child.poll() is None  # The first signal asks; it does not end the process.
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+  finally:
+    child.kill()
+  assert child.returncode == 130, err
+  assert out == ('stopped at once on a second Ctrl-C (SIGINT): rerun the same command to '
+                 'resume from the last saved state.\n'), out
+  assert 'Traceback' not in err, err
 
 
 def test_stop_on_signal_off_the_main_thread_changes_nothing():
