@@ -4,6 +4,8 @@ errors)."""
 
 import json
 import os
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -89,3 +91,45 @@ def test_non_store_and_other_format_version_give_clear_errors(small_config, tmp_
   json.dump(manifest, open(path, 'w'))
   with pytest.raises(ensembles.StoreError, match='format version 99'):
     ensembles.load_trajectories(str(tmp_path))
+
+
+def _seconds(text: str) -> int:
+  """'42 s', '3 min 05 s', '2 h 07 min' (``loop.format_seconds``) in seconds."""
+  units = dict(h=3600, min=60, s=1)
+  words = text.split()
+  return sum(int(n) * units[u] for n, u in zip(words[::2], words[1::2]))
+
+
+def test_a_cohort_has_one_number_everywhere_and_a_rerun_says_done_earlier(small_config,
+                                                                           tmp_path, capsys):
+  """Cohort 1 is 'cohort 1' in the progress lines, the table, the store (cohorts/001) and a
+  store error; progress gives the whole run's ETA; a rerun's finished cohorts say 'done
+  earlier', not zero rates."""
+  config = small_config(epochs=1, batch_size=(64, 32))  # Two cohorts, batch 32 the second.
+  config.train.log_every_seconds = 0.0
+  workdir = str(tmp_path)
+  summary = ensembles.train_and_record(config, workdir)
+  name = summary.cohorts[1].description
+  assert 'bs=32' in name and summary.cohorts[1].index == 1
+  manifest = json.load(open(os.path.join(workdir, 'sweep.json')))
+  assert manifest['cohorts'][1]['description'] == name
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].startswith('2 members in 2 cohorts (0 to 1), 5 recording times')
+  progress = [line for line in lines[1:] if line.startswith('cohort ')]
+  assert {line.split(':')[0] for line in progress} == {
+      f'cohort 0 ({summary.cohorts[0].description})', f'cohort 1 ({name})'}
+  etas = [line.rsplit(', ETA ', 1)[1].split('; run ETA ') for line in progress if 'ETA' in line]
+  assert len(etas) > 2 and all(_seconds(run) >= _seconds(cohort) for cohort, run in etas), etas
+  (row,) = [row for row in summary.table().splitlines() if name in row]
+  assert row.startswith(f'  1 {name}')
+  again = ensembles.train_and_record(config, workdir)
+  out = capsys.readouterr().out
+  assert f'cohort 1 ({name}): done earlier' in out
+  assert all(c.done_earlier for c in again.cohorts)
+  (row,) = [row for row in again.table().splitlines() if name in row]
+  assert row.split()[2:5] == ['1', 'done', 'earlier'], row  # members, then no wall time or rate
+  records = os.path.join(store.cohort_dir(workdir, 1), 'records')
+  for t in (0, 4):  # Its first record and its last: unfinished, and a record lost for good.
+    shutil.rmtree(os.path.join(records, str(t)))
+  with pytest.raises(ensembles.StoreError, match=re.escape(f'cohort 1 ({name}): recording')):
+    ensembles.train_and_record(config, workdir)
