@@ -145,3 +145,24 @@ def test_help_lists_the_launchers_flags_and_exits_zero(launcher, shown):
   assert done.returncode == 0, done.stderr[-2000:]
   for flag in shown:
     assert f'  {flag}' in done.stdout or f'  --[no]{flag[2:]}' in done.stdout, flag
+
+
+_CTRL_C_OUTSIDE_TRAINING = '''
+import os, signal, time
+from ensembles.launch import runtime
+
+def main(argv):  # A command busy outside training (loading a dataset, the analysis).
+  os.kill(os.getpid(), signal.SIGINT)
+  time.sleep(30)
+
+runtime.run(main)
+'''
+
+
+def test_ctrl_c_outside_training_is_one_line_and_exit_130():
+  result = subprocess.run([sys.executable, '-c', _CTRL_C_OUTSIDE_TRAINING], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=60)
+  assert result.returncode == 130, result.stderr[-2000:]
+  assert result.stdout == 'stopped on Ctrl-C (SIGINT): rerun the same command to resume.\n'
+  assert result.stderr == '', result.stderr[-2000:]

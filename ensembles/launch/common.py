@@ -1,7 +1,5 @@
 """Flags shared by the training entry points, and their start."""
 
-import signal
-
 from absl import flags
 from ml_collections import config_flags
 
@@ -32,9 +30,5 @@ def train() -> training.TrainSummary:
   except training.Stopped as e:
     print(e, flush=True)
     raise SystemExit(periodic.exit_status(e.signum)) from None
-  except KeyboardInterrupt:  # Before training started (loading the dataset) or once it ended.
-    print(f'stopped on {periodic.signal_name(signal.SIGINT)} outside training: rerun the same '
-          'command to resume.', flush=True)
-    raise SystemExit(periodic.exit_status(signal.SIGINT)) from None
   print(summary.table())
   return summary

@@ -4,6 +4,7 @@ import ast
 import difflib
 import os
 import re
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -50,7 +51,8 @@ def run(main) -> None:
   nearest one (``unknown config key hparams.lerning_rate; did you mean
   hparams.learning_rate?``). Asking for help (``--help``) exits 0 (absl exits 1). Each
   launcher adopts the key flags of the modules that define its flags (``common``, this one),
-  so ``--help`` lists them and not only the launcher's own.
+  so ``--help`` lists them and not only the launcher's own. A Ctrl-C that training does not
+  stop at a safe point itself (loading a dataset, the analysis) prints one line and exits 130.
   """
   verbose = lambda: '--verbose' in sys.argv or os.environ.get('ENSEMBLES_VERBOSE') == '1'  # noqa
 
@@ -73,6 +75,11 @@ def run(main) -> None:
       if verbose():
         raise
       _fail(_plain(e))
+    except KeyboardInterrupt:  # Ctrl-C outside training's own stop (loading, the analysis).
+      if verbose():
+        raise
+      print('stopped on Ctrl-C (SIGINT): rerun the same command to resume.', flush=True)
+      raise SystemExit(128 + signal.SIGINT) from None  # The shell's, as training's stop.
 
   try:
     app.run(guarded, flags_parser=parse)
