@@ -37,11 +37,11 @@ def leader_failed(failed: bool) -> bool:
   return bool(multihost_utils.broadcast_one_to_all(np.int32(failed)))
 
 
-def agree(stop: bool, due: bool, epochs: int) -> tuple[bool, bool, int]:
-  """(stop, state due, epochs per call) decided alike on every process: a stop if any process
+def agree(stop: bool, due: bool, steps: int) -> tuple[bool, bool, int]:
+  """(stop, state due, steps per call) decided alike on every process: a stop if any process
   was asked, process 0's clock for the rest. Every process's train calls, state saves (Orbax
   barriers) and stops must match, and each process measures its own time."""
   if jax.process_count() == 1:
-    return stop, due, epochs
-  views = np.asarray(multihost_utils.process_allgather(np.array([stop, due, epochs], np.int64)))
+    return stop, due, steps
+  views = np.asarray(multihost_utils.process_allgather(np.array([stop, due, steps], np.int64)))
   return bool(views[:, 0].max()), bool(views[0, 1]), int(views[0, 2])
