@@ -95,7 +95,7 @@ def _plain(error: BaseException) -> str:
     error = error.args[0]
   if isinstance(error, KeyError) and error.args and isinstance(error.args[0], str):
     return error.args[0]
-  if not isinstance(error, (ValueError, OSError)):  # e.g. a SyntaxError in a config file
+  if not isinstance(error, (ValueError, OSError, app.UsageError)):  # e.g. a config SyntaxError
     return f'{type(error).__name__}: {error}'
   return str(error)
 

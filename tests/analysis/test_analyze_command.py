@@ -63,6 +63,7 @@ def test_analyze_checks_stores_and_flags_before_reading(fake_store, stored, tmp_
     done = _analyze(*flags)
     assert done.returncode == 2 and done.stderr.startswith('error: '), done.stderr[-2000:]
     assert message in done.stderr and 'Traceback' not in done.stderr
+    assert not done.stderr.startswith('error: UsageError')  # The message alone.
   other = fake_store(num_times=3, archs=('mlp',), rng_seed=3)
   relabelled = _written(str(tmp_path / 'other'), other, {'train': 'train'})
   done = _analyze(f'--workdir={written},{relabelled}', f'--outdir={tmp_path}/j')
