@@ -8,9 +8,12 @@ import tempfile
 import numpy as np
 import pytest
 
-# One compilation cache for this test session (and the processes it starts), not the user's:
-# set before JAX reads its config, so ``train_and_record`` keeps it (a folder chosen in JAX's
-# config wins over ``config.train.compilation_cache_dir``). Removed at the end.
+# One compilation cache for this test session (and the processes it starts, pytest-xdist's
+# workers included), not the user's: set before JAX reads its config, so ``train_and_record``
+# keeps it (a folder chosen in JAX's config wins over ``config.train.compilation_cache_dir``).
+# Tests that train the same small programs then load them instead of compiling them again.
+# Removed at the end by the process that made it; a JAX_COMPILATION_CACHE_DIR set by the user
+# is used as it is and kept.
 _SESSION_CACHE = None
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _SESSION_CACHE = tempfile.mkdtemp(prefix='jax_cache_')
@@ -25,9 +28,9 @@ ensembles.use_cpu_cores()
 from ensembles.training import data  # noqa: E402
 
 
-@pytest.fixture(scope='session', autouse=True)
-def _session_compilation_cache():
-  yield
+def pytest_unconfigure(config):
+  """Removes the session's compilation cache (in pytest-xdist's controller, after its workers)."""
+  del config
   if _SESSION_CACHE:
     shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
@@ -36,9 +39,14 @@ def _session_compilation_cache():
 def data_dir(tmp_path_factory) -> str:
   """A fresh TFDS data_dir with every embedded dataset prepared, once per test session.
 
-  Pass it as `data_dir=` to `data.load_dataset`; tests must not write into it.
+  Under pytest-xdist the workers share one, in the session's temporary folder: the first to
+  ask prepares it while the others wait on ``prepare_dataset``'s lock. Pass it as `data_dir=`
+  to `data.load_dataset`; tests must not write into it.
   """
-  path = str(tmp_path_factory.mktemp('tensorflow_datasets'))
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    path = str(tmp_path_factory.getbasetemp().parent / 'tensorflow_datasets')
+  else:
+    path = str(tmp_path_factory.mktemp('tensorflow_datasets'))
   for name in data.EMBEDDED_DATASETS:
     data.prepare_dataset(name, path)
   return path

@@ -56,6 +56,11 @@ def _compare(a, b):
     np.testing.assert_allclose(a.probs(split), b.probs(split), atol=1e-5)
 
 
+# Slow: two launcher processes, each compiling and training. By default
+# training/test_program.py covers the numbers (a cohort sharded over the test session's
+# devices against each member alone on one; 3 members padded through train_and_record) and
+# analysis/test_distances.py a child process given its device count by XLA_FLAGS.
+@pytest.mark.slow
 def test_four_devices_give_the_trajectories_of_one(data_dir, tmp_path):
   one = _train(tmp_path, data_dir, 'one', 1)
   _finish(one)

@@ -12,6 +12,11 @@ from ensembles.training import placement
 from ensembles.training import program as program_lib
 
 
+# Slow: an 8-member cnn compiled at every block size, several times. By default the next test
+# fits a cohort through train_and_record (a block halved to fit, a user's block that does not
+# fit warned about, one that never fits refused); this one checks compile_to_fit's thresholds
+# block by block.
+@pytest.mark.slow
 def test_compile_to_fit_halves_member_blocks_until_the_programs_fit(cohort_program, make_members):
   members = make_members(seed=tuple(range(8)), arch=('cnn',))
   program, dataset = cohort_program(members)
