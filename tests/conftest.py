@@ -20,10 +20,10 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _SESSION_CACHE = tempfile.mkdtemp(prefix='jax_cache_')
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _SESSION_CACHE
 
-# pytest-xdist's workers ignore SIGINT (the controller handles Ctrl-C), and an ignored signal
-# stays ignored in the processes they start: the Ctrl-C tests need Python's own handler, here
-# and in their subprocesses (which get the default disposition back from it on exec).
-if os.environ.get('PYTEST_XDIST_WORKER') and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+# A session started in the background by a non-interactive shell (as CI may start it) ignores
+# SIGINT, and an ignored signal stays ignored in the processes it starts: the Ctrl-C tests need
+# Python's own handler, here and in their subprocesses (which get the default back on exec).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
   signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import ensembles  # noqa: E402
