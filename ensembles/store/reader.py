@@ -269,6 +269,11 @@ class _CohortTrajectories(Trajectories):
     self._indices = {s: np.asarray(probes[f'{s}_indices'], np.int64) for s in SPLITS}
     self._cohorts = {c['index']: np.asarray(c['members'], np.int64) for c in manifest['cohorts']}
     num, times = len(self.members), len(self.epochs)
+    # Each member's cohort and its row in the cohort's records.
+    self._cohort_E = np.empty(num, np.int64)
+    self._position_E = np.empty(num, np.int64)
+    for cohort, rows in self._cohorts.items():
+      self._cohort_E[rows], self._position_E[rows] = cohort, np.arange(len(rows))
     self.steps = np.full((num, times), -1, np.int64)
     self.metrics = {k: np.full((num, times), np.nan, np.float32) for k in METRICS}
     self.recorded = np.zeros((num, times), bool)
@@ -305,14 +310,10 @@ class _CohortTrajectories(Trajectories):
 
   def _read_into(self, out, split, members_P, times_P) -> None:
     key = f'{split}_probs'
-    num = len(self.members)
-    cohort_E = np.empty(num, np.int64)
-    position_E = np.empty(num, np.int64)
-    for cohort, rows in self._cohorts.items():
-      cohort_E[rows], position_E[rows] = cohort, np.arange(len(rows))
-    for cohort, t in sorted(set(zip(cohort_E[members_P].tolist(), times_P.tolist()))):
-      here = np.flatnonzero((cohort_E[members_P] == cohort) & (times_P == t))
-      out[here] = self._read(cohort, t, (key,))[key][position_E[members_P[here]]]
+    cohort_P = self._cohort_E[members_P]
+    for cohort, t in sorted(set(zip(cohort_P.tolist(), times_P.tolist()))):
+      here = np.flatnonzero((cohort_P == cohort) & (times_P == t))
+      out[here] = self._read(cohort, t, (key,))[key][self._position_E[members_P[here]]]
 
 
 def load_trajectories(workdir: str | Sequence[str], allow_partial: bool = False) -> Trajectories:

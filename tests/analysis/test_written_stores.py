@@ -53,7 +53,9 @@ def test_a_trainer_store_and_its_written_copy_map_jointly_twin_on_twin(fake_stor
   assert len(joint.members) == 2 * num
   assert [hp['store'] for hp in joint.members] == ['trained'] * num + ['copy'] * num
   assert joint.recorded.all() and joint.time_unit == 'epoch'
-  np.testing.assert_array_equal(joint.probs()[:num], joint.probs()[num:])
+  for half in (slice(0, num), slice(num, 2 * num)):  # Each store's points, from its own files.
+    np.testing.assert_array_equal(joint.probs()[half], fake.probs())
+    np.testing.assert_array_equal(joint.probs('test')[half], fake.probs('test'))
   embedding = analysis.embed_trajectories(joint, k=K)
   coords = embedding.coords.reshape(2, num, len(fake.epochs), K)
   assert np.abs(coords[0] - coords[1]).max() <= 1e-6
