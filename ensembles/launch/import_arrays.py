@@ -25,11 +25,12 @@ from absl import flags
 from ensembles.launch import runtime
 from ensembles.store import importing
 from ensembles.store import members as layout
+from ensembles.store.format import STORAGE_DTYPES
 
 flags.declare_key_flag('verbose')
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The new store (absent or empty).')
-_KIND = flags.DEFINE_enum('kind', None, ['probs', 'log_probs', 'logits'],
+_KIND = flags.DEFINE_enum('kind', None, list(importing.KINDS),
                           'What the arrays hold (natural logs for log_probs); never guessed.')
 _HPARAMS = flags.DEFINE_string(
     'hparams', None, 'Members\' hyperparameters: .csv (header, one row per member), .json (a '
@@ -46,7 +47,7 @@ _STEPS = flags.DEFINE_string(
 _EPOCHS = flags.DEFINE_string('epochs', None, 'Checkpoints\' epochs, as --steps.')
 _PROBE_INDICES = flags.DEFINE_multi_string(
     'probe_indices', [], 'SPLIT:PATH[:KEY]: (N,) indices of the probes in their dataset.')
-_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'float16'], 'Storage dtype.')
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', list(STORAGE_DTYPES), 'Storage dtype.')
 flags.mark_flags_as_required(['workdir', 'kind', 'hparams'])
 
 # Seconds between two progress lines.

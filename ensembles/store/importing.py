@@ -38,7 +38,8 @@ import tensorstore as ts
 
 from ensembles.store import members as layout
 from ensembles.store.format import StoreError
-from ensembles.store.trajectory_writer import KINDS, TrajectoryWriter
+from ensembles.store.trajectory_writer import (KINDS, MemberLocked, RejectedValues,
+                                               TrajectoryWriter)
 
 DOCS = 'docs/IMPORT.md'
 # Suffixes of pickles (torch.save, joblib too): refused, never opened.
@@ -618,8 +619,9 @@ def _write(workdir: str, sources: Mapping[str, _Predictions], labels: Mapping[st
         written += int(everywhere_BxT.sum())
         if progress:
           progress(int(members_B[-1]) + 1, num_members)
-  except ValueError:  # A bad value: the input must change, so the partial store is no use.
-    shutil.rmtree(staging)
+  except ValueError as e:  # A bad value: the input must change, so the partial store is no use.
+    if not isinstance(e, MemberLocked):  # Another import of it is running: leave it alone.
+      shutil.rmtree(staging)
     raise
   os.rename(staging, workdir)
   return ImportSummary(workdir, num_members, tuple(sources), written, unrecorded, partial,
@@ -651,10 +653,5 @@ def _write_rows(writer: TrajectoryWriter, source: _Predictions, members: np.ndar
   in the source (``train.npy[3, 7]``)."""
   try:
     writer.write(members.tolist(), step, source.split, values_BxNxC, epoch=epoch, kind=kind)
-  except StoreError:  # Nothing of the block was written: find the member, one at a time.
-    for m, values_NxC in zip(members, values_BxNxC):
-      try:
-        writer.write(int(m), step, source.split, values_NxC, epoch=epoch, kind=kind)
-      except StoreError as e:
-        raise StoreError(f'{source.where_of(int(m), t)}: {e}') from None
-    raise
+  except RejectedValues as e:  # Nothing of the block was written.
+    raise RejectedValues(f'{source.where_of(e.member, t)}: {e}', e.member) from None

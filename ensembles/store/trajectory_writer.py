@@ -37,6 +37,19 @@ SUM_TOLERANCE = 1e-3
 MIN_ROWS = 16
 
 
+class RejectedValues(StoreError):
+  """Values of one member that ``write`` refuses (``member``: its index); nothing of that call
+  was written."""
+
+  def __init__(self, message: str, member: int):
+    super().__init__(message)
+    self.member = member
+
+
+class MemberLocked(StoreError):
+  """A member that another process is writing."""
+
+
 def _digest_probes(inputs: Any) -> str:
   """sha256 of an array's dtype, shape and bytes (C order)."""
   array = np.ascontiguousarray(inputs)
@@ -116,11 +129,12 @@ def _manifest(members: Any, labels: Any, num_classes: Any, probe_indices: Any,
               splits=splits, writer='ensembles.store.TrajectoryWriter')
 
 
-def _to_probs(values_MxNxC: np.ndarray, kind: str, describe) -> np.ndarray:
-  """(M, N, C) float64 probabilities from ``kind`` values; else a StoreError that names the
-  row (``describe(row)``: member, split, step), the probe and the class."""
+def _to_probs(values_MxNxC: np.ndarray, kind: str, members: Sequence[int], where: str
+              ) -> np.ndarray:
+  """(M, N, C) float64 probabilities from ``kind`` values of ``members``; else a
+  ``RejectedValues`` naming the member, ``where`` (split, step), the probe and the class."""
   def fail(row: int, probe: int, what: str) -> None:
-    raise StoreError(f'{describe(row)}, probe {probe}: {what}')
+    raise RejectedValues(f'member {members[row]}, {where}, probe {probe}: {what}', members[row])
 
   def first(bad: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(bad)[0])
@@ -168,7 +182,7 @@ class _Member:
       fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       self.lock.close()
-      raise StoreError(f'member {member} of {workdir} is being written by another process: '
+      raise MemberLocked(f'member {member} of {workdir} is being written by another process: '
                        'processes writing one store must write disjoint members.') from None
     path = layout.index_path(workdir, member)
     entries, committed = layout.read_index(path)
@@ -312,9 +326,8 @@ class TrajectoryWriter:
           f' expected numbers of shape {expected} ('
           f'{"members, " if block else ""}N = {len(self._labels[split])} probes, '
           f'C = {self._num_classes} classes).')
-    describe = lambda row: f'member {indices[row]}, split {split!r}, step {step}'  # noqa
     stored_MxNxC = _to_probs(values.astype(np.float64).reshape((len(indices),) + expected[-2:]),
-                             kind, describe).astype(self._dtype)
+                             kind, indices, f'split {split!r}, step {step}').astype(self._dtype)
     todo = []
     for m, row_NxC in zip(indices, stored_MxNxC):
       entry = self._entry(m, split, step, epoch, row_NxC)
@@ -340,20 +353,20 @@ class TrajectoryWriter:
     if old is not None:
       if old.sha256 != digest or old.epoch != epoch:
         what = 'values' if old.sha256 != digest else f'epoch ({old.epoch} then {epoch})'
-        raise StoreError(f'{where} was written before with other {what}: a checkpoint is '
-                         'written once (the same values again are a no-op).')
+        raise RejectedValues(f'{where} was written before with other {what}: a checkpoint is '
+                             'written once (the same values again are a no-op).', m)
       return None
     for other in state.entries.values():
       if (other.epoch is None) != (epoch is None):
-        raise StoreError(f'{where}: epoch={epoch!r}, but step {other.step} of this member '
-                         f'had epoch={other.epoch!r}: give epochs at every checkpoint of a '
-                         'member or at none.')
+        raise RejectedValues(f'{where}: epoch={epoch!r}, but step {other.step} of this member '
+                             f'had epoch={other.epoch!r}: give epochs at every checkpoint of a '
+                             'member or at none.', m)
       if other.split == split and epoch is not None and other.epoch == epoch:
-        raise StoreError(f'{where}: epoch {epoch} is already step {other.step} of this member '
-                         'on this split: two checkpoints cannot share an epoch.')
+        raise RejectedValues(f'{where}: epoch {epoch} is already step {other.step} of this '
+                             'member on this split: two checkpoints cannot share an epoch.', m)
       if other.step == step and other.epoch != epoch:
-        raise StoreError(f'{where}: epoch={epoch!r}, but split {other.split!r} has this step '
-                         f'at epoch {other.epoch!r}.')
+        raise RejectedValues(f'{where}: epoch={epoch!r}, but split {other.split!r} has this '
+                             f'step at epoch {other.epoch!r}.', m)
     labels_N = self._labels[split]
     p_label_N = row_NxC[np.arange(len(labels_N)), labels_N].astype(np.float64)
     return layout.Entry(

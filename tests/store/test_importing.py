@@ -244,3 +244,21 @@ def test_a_full_workdir_is_refused_and_an_interrupted_import_continues(tmp_path)
   assert summary.resumed and summary.checkpoints == E * T and not os.path.exists(staging)
   traj = store.load_trajectories(good['workdir'])
   np.testing.assert_array_equal(traj.probs('train'), np.load(good['probs']['train']))
+
+
+def test_an_import_running_elsewhere_keeps_its_staging_directory(tmp_path):
+  good = _inputs(tmp_path)
+
+  def interrupt(done, total):
+    if done == 1:
+      raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    importing.import_arrays(**good, block_bytes=1, progress=interrupt)
+  staging = good['workdir'] + importing.STAGING_SUFFIX
+  probs, labels = _arrays()
+  # Another process imports the same arrays now: it holds member 1.
+  with store.TrajectoryWriter(staging, MEMBERS, labels, C) as other:
+    other.write(1, 0, 'train', probs['train'][1, 0], epoch=0.0)
+    with pytest.raises(store.StoreError, match='member 1 .* another process'):
+      importing.import_arrays(**good, block_bytes=1)
+  assert store.load_trajectories(staging).recorded[0].all()  # Nothing of it deleted.
