@@ -444,7 +444,8 @@ def _read_members(given: Any) -> tuple[list[dict[str, Any]], str]:
 
 
 # Numbers separated by commas: a grid given on the command line, not a file.
-_NUMBER_LIST = re.compile(r'\s*[-+]?[\d.]+(e[-+]?\d+)?(\s*,\s*[-+]?[\d.]+(e[-+]?\d+)?)*\s*',
+_NUMBER = r'[-+]?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?'
+_NUMBER_LIST = re.compile(rf'\s*{_NUMBER}(\s*,\s*{_NUMBER})*\s*',
                           re.IGNORECASE)
 
 
@@ -554,6 +555,9 @@ def import_arrays(workdir: str, probs: Mapping[str, Any], labels: Mapping[str, A
       sources[split] = _Predictions(probs[split], split, len(hparams), members_where)
     first = next(iter(sources.values()))
     _, num_times, _, num_classes = first.shape
+    if not num_times or not first.shape[2]:
+      raise StoreError(f'{first.what}: {first.where} has shape {first.shape}: no checkpoints or '
+                       'no probes; accepted (members, T, N, C) with T, N >= 1.')
     for split, source in sources.items():
       (y, y_where), (_, t, n, c) = label_of[split], source.shape
       if (t, c) != (num_times, num_classes):

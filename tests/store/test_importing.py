@@ -159,6 +159,7 @@ def _bad_inputs(tmp_path):
           allow_pickle=True)
   np.savez(tmp_path / 'p.npz', a=probs['train'], b=probs['train'])
   np.save(tmp_path / 'y_big.npy', labels['train'] + C)
+  np.save(tmp_path / 'none.npy', probs['train'][:, :0])
   os.makedirs(tmp_path / 'runs')
   for m in range(E + 1):
     np.save(tmp_path / 'runs' / f'{m}.npy', probs['train'][0])
@@ -182,6 +183,9 @@ def _bad_inputs(tmp_path):
        'steps are integers >= 0'),
       (dict(epochs='0,1,1,2'), r'member 0 has epoch 1 at checkpoints \[1, 2\]'),
       (dict(epochs=None), 'give the checkpoints\' steps or epochs'),
+      (dict(probs={'train': f'{d}/none.npy', 'test': f'{d}/test.npy'}),
+       r'none.npy has shape \(3, 0, 6, 4\): no checkpoints'),
+      (dict(epochs='0,1.2.3,2,3'), r'epochs.*0,1\.2\.3,2,3'),
       (dict(kind='softmax'), r"kind='softmax': accepted probs, log_probs, logits"),
       (dict(probs={'train': f'{d}/negative.npy', 'test': f'{d}/test.npy'}),
        rf"{d}/negative.npy\[2, 1\]: member 2, split 'train', step 1, probe 3: class 0 is -0.25"),
