@@ -127,6 +127,9 @@ def test_a_missing_config_file_and_a_missing_store_are_one_line_errors(data_dir,
   verbose = _run(['ensembles.launch.analyze', f'--workdir={tmp_path}/none', '--verbose'],
                  data_dir, timeout=120)
   assert verbose.returncode == 1 and 'Traceback' in verbose.stderr
+  spelled = _run(['ensembles.launch.analyze', f'--workdir={tmp_path}/none', '--verbose=true'],
+                 data_dir, timeout=120)
+  assert spelled.returncode == 1 and 'Traceback' in spelled.stderr
   bad_flag = _run(['ensembles.launch.analyze', f'--workdir={tmp_path}/none', '--max_points=0'],
                   data_dir, timeout=120)
   assert bad_flag.returncode == 2 and 'Traceback' not in bad_flag.stderr

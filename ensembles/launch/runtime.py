@@ -54,7 +54,12 @@ def run(main) -> None:
   so ``--help`` lists them and not only the launcher's own. A Ctrl-C that training does not
   stop at a safe point itself (loading a dataset, the analysis) prints one line and exits 130.
   """
-  verbose = lambda: '--verbose' in sys.argv or os.environ.get('ENSEMBLES_VERBOSE') == '1'  # noqa
+  def verbose() -> bool:
+    if os.environ.get('ENSEMBLES_VERBOSE') == '1':
+      return True
+    if VERBOSE.present:  # Parsed: --verbose, --verbose=true, --noverbose...
+      return VERBOSE.value
+    return any(re.fullmatch(r'--?verbose(=(1|true|True))?', a) for a in sys.argv[1:])
 
   def parse(argv):
     try:
